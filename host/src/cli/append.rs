@@ -1,0 +1,135 @@
+//! `eventhost append`: one event from flags, or many from a JSONL file or stdin.
+//!
+//! A file is read and checked whole before anything is written. Lines are then appended in
+//! order, each line its own atomic append; on a conflict the command stops, says which line
+//! failed and how many were appended before it.
+
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use uuid::Uuid;
+
+use crate::event::{ExpectedVersion, Metadata};
+use crate::input::{parse_expected_version, read_event_lines, EventLine};
+use crate::store::{self, Appended, EventStore};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  eventhost append --aggregate-type order --aggregate-id o-1 --event-type order.created --payload '{\"customer\":\"ada\"}'\n  eventhost append --file events.jsonl\n  cat events.jsonl | eventhost append --file -\n\nJSONL lines: {\"aggregate_type\", \"aggregate_id\", \"event_type\", \"payload\", optional \"metadata\" (string map), \"id\" (UUID), \"expected_version\" (number, \"any\" or \"no-stream\")}"
+)]
+pub struct AppendArgs {
+    /// Read events from this JSONL file (`-` for stdin) instead of the flags below.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["aggregate_type", "aggregate_id", "event_type", "payload", "metadata", "id", "expected_version"])]
+    file: Option<PathBuf>,
+
+    /// The stream's aggregate type, e.g. `order`.
+    #[arg(long, required_unless_present = "file")]
+    aggregate_type: Option<String>,
+
+    /// The stream's aggregate id, e.g. `o-1001`.
+    #[arg(long, required_unless_present = "file")]
+    aggregate_id: Option<String>,
+
+    /// What happened, e.g. `order.created`.
+    #[arg(long, required_unless_present = "file")]
+    event_type: Option<String>,
+
+    /// The payload: any JSON value.
+    #[arg(long, default_value = "{}", value_parser = parse_json)]
+    payload: Option<serde_json::Value>,
+
+    /// Metadata entries as KEY=VALUE; repeat for several.
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = parse_metadata_entry)]
+    metadata: Vec<(String, String)>,
+
+    /// The event's id (a UUID); appending the same id twice stores it once.
+    #[arg(long)]
+    id: Option<Uuid>,
+
+    /// `any`, `no-stream`, or the version the stream must be at.
+    #[arg(long, default_value = "any", value_parser = parse_expected_version)]
+    expected_version: Option<ExpectedVersion>,
+}
+
+pub async fn run(database_url: &str, args: AppendArgs) -> anyhow::Result<ExitCode> {
+    let lines = match &args.file {
+        Some(path) => read_file(path)?,
+        None => vec![line_from_flags(args)?],
+    };
+    let store = store::connect(database_url).await?;
+    let mut stdout = std::io::stdout().lock();
+    let mut appended_count = 0usize;
+    for (number, line) in (1..).zip(&lines) {
+        let appended = store
+            .append(&line.stream(), line.expected_version, &[line.new_event()])
+            .await
+            .with_context(|| progress(number, lines.len(), appended_count))?;
+        appended_count += 1;
+        print_appended(&mut stdout, line, &appended)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress(number: usize, total: usize, appended: usize) -> String {
+    if total == 1 {
+        "append failed".to_owned()
+    } else {
+        format!("event {number} of {total} failed ({appended} appended before it, none after)")
+    }
+}
+
+fn read_file(path: &PathBuf) -> anyhow::Result<Vec<EventLine>> {
+    let lines = if path.as_os_str() == "-" {
+        read_event_lines(std::io::stdin().lock()).context("stdin")?
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        read_event_lines(BufReader::new(file)).with_context(|| path.display().to_string())?
+    };
+    anyhow::ensure!(!lines.is_empty(), "no events in the input");
+    Ok(lines)
+}
+
+fn line_from_flags(args: AppendArgs) -> anyhow::Result<EventLine> {
+    let missing = |flag: &str| anyhow::anyhow!("{flag} is required");
+    Ok(EventLine {
+        aggregate_type: args.aggregate_type.ok_or_else(|| missing("--aggregate-type"))?,
+        aggregate_id: args.aggregate_id.ok_or_else(|| missing("--aggregate-id"))?,
+        event_type: args.event_type.ok_or_else(|| missing("--event-type"))?,
+        payload: args.payload.unwrap_or_default(),
+        metadata: args.metadata.into_iter().collect::<Metadata>(),
+        id: args.id,
+        expected_version: args.expected_version.unwrap_or_default(),
+    })
+}
+
+fn print_appended(out: &mut impl Write, line: &EventLine, appended: &Appended) -> anyhow::Result<()> {
+    for event in &appended.events {
+        let record = serde_json::json!({
+            "id": event.id,
+            "aggregate_type": line.aggregate_type,
+            "aggregate_id": line.aggregate_id,
+            "version": event.version,
+            "position": event.position,
+            "duplicate": appended.duplicate,
+        });
+        writeln!(out, "{record}").context("cannot write to stdout")?;
+    }
+    Ok(())
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|error| format!("not valid JSON: {error}"))
+}
+
+fn parse_metadata_entry(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    if key.is_empty() {
+        return Err("metadata key must not be empty".into());
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}

@@ -1,0 +1,117 @@
+//! The `eventhost` command line: parses arguments, calls the library, prints results.
+//!
+//! Exit codes are part of the interface: 0 success, 1 any other failure, 2 usage error,
+//! 3 optimistic-concurrency conflict. Failures print one `error: ...` line on stderr.
+
+mod append;
+mod plugins;
+mod read;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::store::{self, StoreError};
+
+/// The SQLite file used when neither `--database-url` nor `DATABASE_URL` is given.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/eventhost.db";
+
+#[derive(Debug, Parser)]
+#[command(name = "eventhost", version, about = "Event store with durable subscriptions feeding sandboxed WebAssembly plugins")]
+pub struct Cli {
+    /// Where events live: `postgres://...` or `sqlite://PATH` (created if missing).
+    #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+
+    /// Log output format (logs go to stderr).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append events: one from arguments, or many from a JSONL file or stdin.
+    Append(append::AppendArgs),
+    /// Read events of one stream, one category (aggregate type), or all, as JSONL.
+    Read(read::ReadArgs),
+    /// Create or upgrade the database schema (also done automatically on every start).
+    Migrate,
+    /// Run a plugin against events from a JSONL file, with no database, and print what it did.
+    Test(test::TestArgs),
+    /// Inspect plugin files.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+}
+
+/// Runs the command line and turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::Error::new(error).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => fail(&error),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Append(args) => append::run(&cli.database_url, args).await,
+        Command::Read(args) => read::run(&cli.database_url, args).await,
+        Command::Migrate => {
+            store::connect(&cli.database_url).await?;
+            eprintln!("schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test(args) => test::run(args).await,
+        Command::Plugins(command) => plugins::run(command).await,
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", one_line(error));
+    let conflict = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Conflict { .. })));
+    ExitCode::from(if conflict { 3 } else { 1 })
+}
+
+/// The error and its causes on one line, leaving out causes whose text the line already
+/// holds (database drivers often repeat their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,341 @@
+//! The embedded store: one SQLite file in WAL mode, used when no server is configured.
+//!
+//! Appends run in `BEGIN IMMEDIATE` transactions, so writers (in this process or another)
+//! take turns and position order is commit order: a subscription checkpoints on the
+//! position alone. The file's folder is created on first use.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{
+    from_sql_int, prepare, sql_int, sql_limit, Appended, AppendedEvent, BatchEntry, Checkpoint,
+    EventStore, Filter, StoreError, StoreLimits,
+};
+use crate::event::{Event, ExpectedVersion, NewEvent, Position, StreamId, Version};
+
+/// A pool of connections to one SQLite database file (or one in-memory database).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    limits: StoreLimits,
+}
+
+macro_rules! event_columns {
+    () => {
+        "position, id, aggregate_type, aggregate_id, version, event_type, payload, metadata, \
+         recorded_at"
+    };
+}
+
+/// The subscription read: `?1` is the position after which to read, `?2` the limit; the
+/// filters take JSON arrays of names.
+macro_rules! batch_query {
+    ($filter:literal) => {
+        concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE position > ?1 ",
+            $filter,
+            " ORDER BY position LIMIT ?2"
+        )
+    };
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and runs pending migrations.
+    pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+            target: format!("SQLite database {url:?} (the URL does not parse)"),
+            source,
+        })?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let path = options.get_filename().to_path_buf();
+        if !in_memory {
+            create_parent_dir(&path)?;
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            // Each connection to `:memory:` would be a database of its own.
+            .max_connections(if in_memory { 1 } else { 4 })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                target: format!("SQLite database {}", path.display()),
+                source,
+            })?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool, limits })
+    }
+
+    /// The underlying pool, for the dispatcher's transactions.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                path: parent.display().to_string(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Events already stored under any of `ids`: `(id, aggregate_type, aggregate_id, version,
+/// position)`.
+type StoredId = (String, String, String, i64, i64);
+
+/// Decides what an append whose ids are (partly) stored already means: a duplicate when all
+/// of them were appended together to this stream, an error otherwise.
+fn duplicate_outcome(
+    stream: &StreamId,
+    total: usize,
+    mut stored: Vec<StoredId>,
+) -> Result<Appended, StoreError> {
+    let same_stream = stored.iter().all(|(_, aggregate_type, aggregate_id, _, _)| {
+        *aggregate_type == stream.aggregate_type && *aggregate_id == stream.aggregate_id
+    });
+    if stored.len() != total || !same_stream {
+        return Err(StoreError::PartialDuplicate {
+            found: stored.len(),
+            total,
+        });
+    }
+    stored.sort_by_key(|(_, _, _, version, _)| *version);
+    let events = stored
+        .into_iter()
+        .map(|(id, _, _, version, position)| {
+            Ok(AppendedEvent {
+                id: parse_id(&id)?,
+                version: from_sql_int(version),
+                position: from_sql_int(position),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Appended {
+        events,
+        duplicate: true,
+    })
+}
+
+fn parse_id(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt(format!("event id {text:?} is not a UUID")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: parse_id(row.try_get("id")?)?,
+        position: from_sql_int(row.try_get("position")?),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        version: from_sql_int(row.try_get("version")?),
+        event_type: row.try_get("event_type")?,
+        payload: parse_json(row.try_get("payload")?, "payload")?,
+        metadata: parse_json(row.try_get("metadata")?, "metadata")?,
+        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+    })
+}
+
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Appended, StoreError> {
+        let prepared = prepare(stream, events, self.limits)?;
+        let ids: Vec<String> = prepared.iter().map(|event| event.id.to_string()).collect();
+        let ids_json = serde_json::to_string(&ids)
+            .map_err(|error| StoreError::Invalid(format!("event ids: {error}")))?;
+
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let stored: Vec<StoredId> = sqlx::query_as(
+            "SELECT id, aggregate_type, aggregate_id, version, position FROM events
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&ids_json)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !stored.is_empty() {
+            return duplicate_outcome(stream, prepared.len(), stored);
+        }
+
+        let actual: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM streams WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+        )
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let actual = actual.map_or(0, from_sql_int);
+        if !expected.accepts(actual) {
+            return Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+
+        let recorded_at = Utc::now();
+        let mut appended = Appended {
+            events: Vec::with_capacity(prepared.len()),
+            duplicate: false,
+        };
+        for (offset, event) in (1..).zip(&prepared) {
+            let version = actual + offset;
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events
+                     (id, aggregate_type, aggregate_id, version, event_type, payload, metadata, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 RETURNING position",
+            )
+            .bind(event.id.to_string())
+            .bind(&stream.aggregate_type)
+            .bind(&stream.aggregate_id)
+            .bind(sql_int(version, "version")?)
+            .bind(&event.event_type)
+            .bind(&event.payload)
+            .bind(&event.metadata)
+            .bind(recorded_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            appended.events.push(AppendedEvent {
+                id: event.id,
+                version,
+                position: from_sql_int(position),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO streams (aggregate_type, aggregate_id, version) VALUES (?1, ?2, ?3)
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version",
+        )
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .bind(sql_int(appended.last_version(), "version")?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM streams WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+        )
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(version.map_or(0, from_sql_int))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3
+             ORDER BY version LIMIT ?4"
+        ))
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .bind(sql_int(from_version, "version")?)
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_positions(
+        &self,
+        aggregate_type: Option<&str>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let sql = match aggregate_type {
+            None => batch_query!(""),
+            Some(_) => batch_query!("AND aggregate_type = ?3"),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(sql_int(after, "position")?)
+            .bind(sql_limit(limit));
+        if let Some(aggregate_type) = aggregate_type {
+            query = query.bind(aggregate_type);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_batch(
+        &self,
+        after: Checkpoint,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<BatchEntry>, StoreError> {
+        let by_type = !filter.aggregate_types.is_empty();
+        let by_event = !filter.event_types.is_empty();
+        let sql = match (by_type, by_event) {
+            (false, false) => batch_query!(""),
+            (true, false) => {
+                batch_query!("AND aggregate_type IN (SELECT value FROM json_each(?3))")
+            }
+            (false, true) => batch_query!("AND event_type IN (SELECT value FROM json_each(?3))"),
+            (true, true) => batch_query!(
+                "AND aggregate_type IN (SELECT value FROM json_each(?3))
+                 AND event_type IN (SELECT value FROM json_each(?4))"
+            ),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(sql_int(after.position, "position")?)
+            .bind(sql_limit(limit));
+        for (used, names) in [(by_type, &filter.aggregate_types), (by_event, &filter.event_types)] {
+            if used {
+                let json = serde_json::to_string(names)
+                    .map_err(|error| StoreError::Invalid(format!("filter: {error}")))?;
+                query = query.bind(json);
+            }
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let event = event_from_row(row)?;
+                Ok(BatchEntry {
+                    checkpoint: Checkpoint::new(0, event.position),
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Checkpoint::new(0, position.map_or(0, from_sql_int)))
+    }
+}
