@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the Rust example and hostile plugins as wasm32-wasip2 components (release) and
+# copies them into dist/plugins/ (examples) and dist/hostile/ (hostile test plugins).
+# Idempotent: re-running rebuilds only what changed and overwrites the copies.
+# Respects CARGO_TARGET_DIR (default: target/ in the workspace). Usage: bash scripts/build-plugins.sh
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+target=wasm32-wasip2
+examples=(order-totals shipping-policy counter)
+hostile=(loop memory panic flood fs net http other-world fail-on)
+
+if ! rustup target list --installed | grep -qx "$target"; then
+    rustup target add "$target"
+fi
+
+packages=()
+for name in "${examples[@]}"; do packages+=(-p "$name"); done
+for name in "${hostile[@]}"; do packages+=(-p "hostile-$name"); done
+cargo build --release --target "$target" "${packages[@]}"
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+out="$target_dir/$target/release"
+mkdir -p dist/plugins dist/hostile
+
+# Cargo names the artifact after the crate, with `-` turned into `_`.
+copy() {
+    local crate="$1" dest="$2"
+    cp "$out/${crate//-/_}.wasm" "$dest"
+    echo "$root/$dest"
+}
+
+for name in "${examples[@]}"; do copy "$name" "dist/plugins/$name.wasm"; done
+for name in "${hostile[@]}"; do copy "hostile-$name" "dist/hostile/hostile-$name.wasm"; done
