@@ -1,0 +1,431 @@
+//! The `host` interface a plugin imports, implemented over one call's store data.
+//!
+//! Nothing here touches the database: writes go to the batch's buffer ([`BatchState`]),
+//! reads go to [`Reads`] (committed data) layered under the batch's own writes, each read
+//! bounded by the plugin's host-call timeout. During `describe` only `log` works.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{Host, new_event_from_wit, wit};
+use super::effects::{Effects, Emit, LogLevel};
+use super::limits::{Limits, StoreLimiter};
+use super::output::LogSink;
+use super::reads::{ReadError, Reads};
+use crate::event::{Event, Metadata, NewEvent, StreamId, Version};
+
+/// The most entries one `state-scan` or `read-stream` returns.
+const MAX_PAGE: u32 = 1000;
+
+/// The data of one `Store`: one `describe` or one `handle` call.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: StoreLimiter,
+    pub(crate) logs: LogSink,
+    batch: Option<BatchState>,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        wasi: WasiCtx,
+        limiter: StoreLimiter,
+        logs: LogSink,
+        batch: Option<BatchState>,
+    ) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            logs,
+            batch,
+        }
+    }
+
+    /// The first per-batch output cap the guest ran into, if any.
+    pub(crate) fn output_cap_hit(&self) -> Option<&str> {
+        self.batch
+            .as_ref()
+            .and_then(|batch| batch.cap_hit.as_deref())
+    }
+
+    /// The batch's buffered effects, with its logs.
+    pub(crate) fn into_effects(self) -> Effects {
+        let (logs, dropped_log_lines) = self.logs.finish();
+        let (emitted, state) = self
+            .batch
+            .map(|batch| (batch.emitted, batch.state))
+            .unwrap_or_default();
+        Effects {
+            emitted,
+            state,
+            logs,
+            dropped_log_lines,
+        }
+    }
+
+    fn batch(&mut self) -> Result<&mut BatchState, wit::HostError> {
+        self.batch.as_mut().ok_or_else(|| {
+            wit::HostError::Unavailable("only `log` is available during `describe`".to_owned())
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What one `handle` call has buffered so far, and what it needs to check new effects.
+pub(crate) struct BatchState {
+    namespace: String,
+    reads: Arc<dyn Reads>,
+    limits: Limits,
+    /// `causation-id` and `correlation-id` added to emitted events that do not set them.
+    inherited: Metadata,
+    emitted: Vec<Emit>,
+    versions: HashMap<StreamId, Version>,
+    emitted_events: u64,
+    emitted_bytes: u64,
+    state: BTreeMap<String, Option<String>>,
+    state_written: u64,
+    cap_hit: Option<String>,
+}
+
+impl BatchState {
+    /// A batch whose state lives under `namespace` (`<plugin>.<subscription>`).
+    pub(crate) fn new(
+        namespace: String,
+        reads: Arc<dyn Reads>,
+        limits: Limits,
+        batch: &[Event],
+    ) -> Self {
+        Self {
+            namespace,
+            reads,
+            limits,
+            inherited: inherited_metadata(batch),
+            emitted: Vec::new(),
+            versions: HashMap::new(),
+            emitted_events: 0,
+            emitted_bytes: 0,
+            state: BTreeMap::new(),
+            state_written: 0,
+            cap_hit: None,
+        }
+    }
+
+    /// Awaits a read, turning a failure or a timeout into `unavailable` for the guest.
+    async fn read<T>(
+        &self,
+        what: &str,
+        read: impl Future<Output = Result<T, ReadError>>,
+    ) -> Result<T, wit::HostError> {
+        match tokio::time::timeout(self.limits.host_call_timeout(), read).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(wit::HostError::Unavailable(format!(
+                "{what} failed: {error}"
+            ))),
+            Err(_) => Err(wit::HostError::Unavailable(format!(
+                "{what} timed out after {} ms",
+                self.limits.host_call_timeout_ms
+            ))),
+        }
+    }
+
+    fn exceed(&mut self, message: String) -> wit::HostError {
+        self.cap_hit.get_or_insert_with(|| message.clone());
+        wit::HostError::LimitExceeded(message)
+    }
+
+    async fn emit(
+        &mut self,
+        stream: StreamId,
+        expected: crate::event::ExpectedVersion,
+        events: Vec<wit::NewEvent>,
+    ) -> Result<u64, wit::HostError> {
+        if stream.aggregate_type.is_empty() || stream.aggregate_id.is_empty() {
+            return Err(wit::HostError::Invalid(
+                "a stream needs an aggregate-type and an aggregate-id".to_owned(),
+            ));
+        }
+        let events = self.checked_events(events)?;
+        let actual = match self.versions.get(&stream) {
+            Some(version) => *version,
+            None => {
+                self.read(
+                    "reading the stream's version",
+                    self.reads.stream_version(&stream),
+                )
+                .await?
+            }
+        };
+        if !expected.accepts(actual) {
+            return Err(wit::HostError::Conflict(wit::VersionConflict {
+                stream: (&stream).into(),
+                expected: expected.into(),
+                actual,
+            }));
+        }
+        self.charge_emit(&events)?;
+        let version = actual + events.len() as u64;
+        self.versions.insert(stream.clone(), version);
+        self.emitted.push(Emit {
+            stream,
+            expected,
+            events,
+        });
+        Ok(version)
+    }
+
+    fn checked_events(&self, events: Vec<wit::NewEvent>) -> Result<Vec<NewEvent>, wit::HostError> {
+        events
+            .into_iter()
+            .map(|event| {
+                if event.payload.len() as u64 > self.limits.payload_bytes {
+                    return Err(wit::HostError::Invalid(format!(
+                        "payload of {} bytes is over the cap of {} bytes",
+                        event.payload.len(),
+                        self.limits.payload_bytes
+                    )));
+                }
+                let mut event = new_event_from_wit(event).map_err(wit::HostError::Invalid)?;
+                for (key, value) in &self.inherited {
+                    event
+                        .metadata
+                        .entry(key.clone())
+                        .or_insert_with(|| value.clone());
+                }
+                Ok(event)
+            })
+            .collect()
+    }
+
+    fn charge_emit(&mut self, events: &[NewEvent]) -> Result<(), wit::HostError> {
+        let count = self.emitted_events + events.len() as u64;
+        if count > self.limits.emitted_events {
+            let cap = self.limits.emitted_events;
+            return Err(self.exceed(format!("more than {cap} events emitted in one batch")));
+        }
+        let bytes = self.emitted_bytes + events.iter().map(event_bytes).sum::<u64>();
+        if bytes > self.limits.emitted_bytes {
+            let cap = self.limits.emitted_bytes;
+            return Err(self.exceed(format!("more than {cap} bytes emitted in one batch")));
+        }
+        self.emitted_events = count;
+        self.emitted_bytes = bytes;
+        Ok(())
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), wit::HostError> {
+        if key.len() as u64 > self.limits.state_key_bytes {
+            return Err(wit::HostError::Invalid(format!(
+                "state key of {} bytes is over the cap of {} bytes",
+                key.len(),
+                self.limits.state_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_state(&mut self, key: String, value: Option<String>) -> Result<(), wit::HostError> {
+        self.check_key(&key)?;
+        let value_len = value.as_ref().map_or(0, String::len) as u64;
+        if value_len > self.limits.state_value_bytes {
+            return Err(wit::HostError::Invalid(format!(
+                "state value of {value_len} bytes is over the cap of {} bytes",
+                self.limits.state_value_bytes
+            )));
+        }
+        let written = self.state_written + key.len() as u64 + value_len;
+        if written > self.limits.state_written_bytes {
+            let cap = self.limits.state_written_bytes;
+            return Err(self.exceed(format!(
+                "more than {cap} bytes of state written in one batch"
+            )));
+        }
+        self.state_written = written;
+        self.state.insert(key, value);
+        Ok(())
+    }
+
+    async fn state_get(&self, key: String) -> Result<Option<String>, wit::HostError> {
+        self.check_key(&key)?;
+        if let Some(value) = self.state.get(&key) {
+            return Ok(value.clone());
+        }
+        self.read("reading state", self.reads.state_get(&self.namespace, &key))
+            .await
+    }
+
+    /// Committed entries merged with the batch's writes: pages of committed entries are read
+    /// until `limit` live entries are found, because the batch may have deleted some.
+    async fn state_scan(
+        &self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, wit::HostError> {
+        let limit = limit.min(MAX_PAGE);
+        let mut found = Vec::new();
+        let mut cursor = start_after;
+        while found.len() < limit as usize {
+            let page = self
+                .read(
+                    "scanning state",
+                    self.reads
+                        .state_scan(&self.namespace, &prefix, cursor.as_deref(), limit),
+                )
+                .await?;
+            let exhausted = page.len() < limit as usize;
+            let upper = if exhausted {
+                None
+            } else {
+                page.last().map(|(key, _)| key.clone())
+            };
+            let merged = self.merge_page(page, &prefix, cursor.as_deref(), upper.as_deref());
+            found.extend(merged.into_iter().take(limit as usize - found.len()));
+            if exhausted {
+                break;
+            }
+            cursor = upper;
+        }
+        Ok(found)
+    }
+
+    /// One page of committed entries with the batch's writes to keys in `(after, upper]`
+    /// (unbounded above when `upper` is `None`) laid over it.
+    fn merge_page(
+        &self,
+        page: Vec<(String, String)>,
+        prefix: &str,
+        after: Option<&str>,
+        upper: Option<&str>,
+    ) -> BTreeMap<String, String> {
+        let mut merged: BTreeMap<String, String> = page
+            .into_iter()
+            .filter(|(key, _)| !self.state.contains_key(key))
+            .collect();
+        let in_range = |key: &str| {
+            after.is_none_or(|after| key > after) && upper.is_none_or(|upper| key <= upper)
+        };
+        for (key, value) in &self.state {
+            if let Some(value) = value
+                .as_ref()
+                .filter(|_| key.starts_with(prefix) && in_range(key))
+            {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        merged
+    }
+
+    async fn read_stream(
+        &self,
+        stream: StreamId,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<wit::Event>, wit::HostError> {
+        let limit = limit.min(MAX_PAGE);
+        let events = self
+            .read(
+                "reading the stream",
+                self.reads.read_stream(&stream, from_version, limit),
+            )
+            .await?;
+        Ok(events.iter().map(wit::Event::from).collect())
+    }
+}
+
+fn event_bytes(event: &NewEvent) -> u64 {
+    let metadata: usize = event
+        .metadata
+        .iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    (event.event_type.len() + event.payload.to_string().len() + metadata) as u64
+}
+
+/// Emitted events are caused by the batch's last event and carry its correlation over
+/// (or start a correlation at it).
+fn inherited_metadata(batch: &[Event]) -> Metadata {
+    let Some(last) = batch.last() else {
+        return Metadata::new();
+    };
+    let id = last.id.hyphenated().to_string();
+    let correlation = last
+        .metadata
+        .get("correlation-id")
+        .cloned()
+        .unwrap_or_else(|| id.clone());
+    Metadata::from([
+        ("causation-id".to_owned(), id),
+        ("correlation-id".to_owned(), correlation),
+    ])
+}
+
+impl wit::Host for HostState {}
+
+impl Host for HostState {
+    async fn log(&mut self, level: wit::Level, message: String) {
+        let level = match level {
+            wit::Level::Trace => LogLevel::Trace,
+            wit::Level::Debug => LogLevel::Debug,
+            wit::Level::Info => LogLevel::Info,
+            wit::Level::Warn => LogLevel::Warn,
+            wit::Level::Error => LogLevel::Error,
+        };
+        self.logs.log(level, &message);
+    }
+
+    async fn emit(
+        &mut self,
+        stream: wit::StreamId,
+        expected: wit::ExpectedVersion,
+        events: Vec<wit::NewEvent>,
+    ) -> Result<u64, wit::HostError> {
+        self.batch()?
+            .emit(stream.into(), expected.into(), events)
+            .await
+    }
+
+    async fn state_get(&mut self, key: String) -> Result<Option<String>, wit::HostError> {
+        self.batch()?.state_get(key).await
+    }
+
+    async fn state_set(&mut self, key: String, value: String) -> Result<(), wit::HostError> {
+        self.batch()?.write_state(key, Some(value))
+    }
+
+    async fn state_delete(&mut self, key: String) -> Result<(), wit::HostError> {
+        self.batch()?.write_state(key, None)
+    }
+
+    async fn state_scan(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, wit::HostError> {
+        self.batch()?.state_scan(prefix, start_after, limit).await
+    }
+
+    async fn read_stream(
+        &mut self,
+        stream: wit::StreamId,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<wit::Event>, wit::HostError> {
+        self.batch()?
+            .read_stream(stream.into(), from_version, limit)
+            .await
+    }
+}
