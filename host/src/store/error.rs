@@ -19,6 +19,14 @@ pub enum StoreError {
     #[error("event {index}: payload is {size} bytes, over the {limit}-byte cap")]
     PayloadTooLarge { index: usize, size: usize, limit: usize },
 
+    /// The subscription's checkpoint moved since the batch was read (another daemon
+    /// committed it, or an operator reset the subscription): the batch must be dropped.
+    #[error("the checkpoint of subscription {subscription} moved while its batch was handled")]
+    CheckpointMoved { subscription: String },
+
+    #[error("{0} not found")]
+    NotFound(String),
+
     #[error("invalid input: {0}")]
     Invalid(String),
 

@@ -9,6 +9,7 @@ mod checkpoint;
 mod error;
 mod postgres;
 mod sqlite;
+mod subscriptions;
 
 use std::future::Future;
 
@@ -18,6 +19,10 @@ pub use checkpoint::Checkpoint;
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use subscriptions::{
+    BatchCommit, Park, ParkedEvent, ParkedSelection, PendingAppend, SubscriptionRecord,
+    SubscriptionStore,
+};
 
 use crate::event::{Event, ExpectedVersion, NewEvent, Position, StreamId, Version};
 
@@ -285,4 +290,84 @@ fn sql_int(value: u64, what: &'static str) -> Result<i64, StoreError> {
 /// Converts a stored signed integer back to the domain's `u64`.
 fn from_sql_int(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+impl SubscriptionStore for Store {
+    async fn ensure_subscription(
+        &self,
+        name: &str,
+        plugin: &str,
+        filter: &Filter,
+        start: Checkpoint,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        delegate!(self, store => store.ensure_subscription(name, plugin, filter, start))
+    }
+
+    async fn subscription(&self, name: &str) -> Result<Option<SubscriptionRecord>, StoreError> {
+        delegate!(self, store => store.subscription(name))
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        delegate!(self, store => store.subscriptions())
+    }
+
+    async fn commit_batch(&self, commit: &BatchCommit) -> Result<(), StoreError> {
+        delegate!(self, store => store.commit_batch(commit))
+    }
+
+    async fn record_status(
+        &self,
+        name: &str,
+        status: &str,
+        last_error: Option<&str>,
+        progress: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        delegate!(self, store => store.record_status(name, status, last_error, progress))
+    }
+
+    async fn lag(&self, name: &str) -> Result<u64, StoreError> {
+        delegate!(self, store => store.lag(name))
+    }
+
+    async fn reset(
+        &self,
+        name: &str,
+        position: Position,
+        clear_state: bool,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        delegate!(self, store => store.reset(name, position, clear_state))
+    }
+
+    async fn parked(&self, subscription: Option<&str>) -> Result<Vec<ParkedEvent>, StoreError> {
+        delegate!(self, store => store.parked(subscription))
+    }
+
+    async fn request_replay(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
+        delegate!(self, store => store.request_replay(selection))
+    }
+
+    async fn skip_parked(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
+        delegate!(self, store => store.skip_parked(selection))
+    }
+
+    async fn replay_requests(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<(ParkedEvent, Event)>, StoreError> {
+        delegate!(self, store => store.replay_requests(subscription))
+    }
+
+    async fn state_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        delegate!(self, store => store.state_get(namespace, key))
+    }
+
+    async fn state_scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        delegate!(self, store => store.state_scan(namespace, prefix, start_after, limit))
+    }
 }

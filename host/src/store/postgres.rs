@@ -7,7 +7,7 @@
 use std::str::FromStr;
 
 use sqlx::postgres::{
-    PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, PgRow,
+    PgConnectOptions, PgConnection, PgDatabaseError, PgExecutor, PgPool, PgPoolOptions, PgRow,
 };
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
@@ -53,6 +53,9 @@ macro_rules! batch_query {
     };
 }
 
+// Declared after the column macros, which it uses.
+mod subscriptions;
+
 impl PgStore {
     /// Connects, creates the schema if needed and runs pending migrations.
     pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, StoreError> {
@@ -92,59 +95,64 @@ impl PgStore {
         Ok(())
     }
 
-    /// The underlying pool, for the dispatcher's transactions and LISTEN connection.
+    /// The underlying pool, for the dispatcher's LISTEN connection.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    async fn try_append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        prepared: &[PreparedEvent],
-    ) -> Result<Appended, sqlx::Error> {
-        let expected_sql = match expected {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::NoStream => Some(0),
-            ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
-        };
-        let rows = sqlx::query(
-            "SELECT event_position, event_version, event_id, duplicate
-             FROM eventhost.append_quiet($1, $2, $3, $4::text::jsonb)",
-        )
-        .bind(&stream.aggregate_type)
-        .bind(&stream.aggregate_id)
-        .bind(expected_sql)
-        .bind(events_json(prepared))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut appended = Appended {
-            events: Vec::with_capacity(rows.len()),
-            duplicate: false,
-        };
-        for row in rows {
-            appended.duplicate |= row.try_get::<bool, _>("duplicate")?;
-            appended.events.push(AppendedEvent {
-                id: row.try_get("event_id")?,
-                version: from_sql_int(row.try_get("event_version")?),
-                position: from_sql_int(row.try_get("event_position")?),
-            });
-        }
-        appended.events.sort_by_key(|event| event.version);
-        Ok(appended)
+    pub(super) fn limits(&self) -> StoreLimits {
+        self.limits
     }
 
     /// Wakes listeners after a commit. The notification runs in its own tiny transaction
     /// with `synchronous_commit = off`: PostgreSQL serialises committing notifiers under
     /// one lock, and holding it only for a commit that does not wait for a disk flush
     /// keeps concurrent appenders from queueing behind each other's fsyncs.
-    async fn notify(&self) -> Result<(), sqlx::Error> {
+    pub(super) async fn notify(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
             .bind(NOTIFY_CHANNEL)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
+}
+
+/// Runs `eventhost.append_quiet()` on `executor` (the pool, or a batch's transaction).
+pub(super) async fn append_rows<'e>(
+    executor: impl PgExecutor<'e>,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    prepared: &[PreparedEvent],
+) -> Result<Appended, sqlx::Error> {
+    let expected_sql = match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
+    };
+    let rows = sqlx::query(
+        "SELECT event_position, event_version, event_id, duplicate
+         FROM eventhost.append_quiet($1, $2, $3, $4::text::jsonb)",
+    )
+    .bind(&stream.aggregate_type)
+    .bind(&stream.aggregate_id)
+    .bind(expected_sql)
+    .bind(events_json(prepared))
+    .fetch_all(executor)
+    .await?;
+    let mut appended = Appended {
+        events: Vec::with_capacity(rows.len()),
+        duplicate: false,
+    };
+    for row in rows {
+        appended.duplicate |= row.try_get::<bool, _>("duplicate")?;
+        appended.events.push(AppendedEvent {
+            id: row.try_get("event_id")?,
+            version: from_sql_int(row.try_get("event_version")?),
+            position: from_sql_int(row.try_get("event_position")?),
+        });
+    }
+    appended.events.sort_by_key(|event| event.version);
+    Ok(appended)
 }
 
 /// Encodes prepared events as the JSON array `eventhost.append_quiet()` takes, reusing each
@@ -170,7 +178,7 @@ fn events_json(prepared: &[PreparedEvent]) -> String {
 }
 
 /// Turns the errors `eventhost.append_quiet()` raises on purpose into typed ones.
-fn append_error(error: sqlx::Error, stream: &StreamId, expected: ExpectedVersion) -> StoreError {
+pub(super) fn append_error(error: sqlx::Error, stream: &StreamId, expected: ExpectedVersion) -> StoreError {
     let Some(database_error) = error.as_database_error() else {
         return StoreError::Database(error);
     };
@@ -208,7 +216,7 @@ fn is_id_race(error: &sqlx::Error) -> bool {
         .is_some_and(|constraint| constraint == "events_id_key")
 }
 
-fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+pub(super) fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
     Ok(Event {
         id: row.try_get("id")?,
         position: from_sql_int(row.try_get("position")?),
@@ -231,7 +239,7 @@ fn entry_from_row(row: &PgRow) -> Result<BatchEntry, StoreError> {
     })
 }
 
-fn parse_tx(text: &str) -> Result<u64, StoreError> {
+pub(super) fn parse_tx(text: &str) -> Result<u64, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("order_tx {text:?} is not a transaction id")))
 }
@@ -244,9 +252,9 @@ impl EventStore for PgStore {
         events: &[crate::event::NewEvent],
     ) -> Result<Appended, StoreError> {
         let prepared = prepare(stream, events, self.limits)?;
-        let appended = match self.try_append(stream, expected, &prepared).await {
+        let appended = match append_rows(&self.pool, stream, expected, &prepared).await {
             // The racing append has committed by now: the retry reports it as a duplicate.
-            Err(error) if is_id_race(&error) => self.try_append(stream, expected, &prepared).await,
+            Err(error) if is_id_race(&error) => append_rows(&self.pool, stream, expected, &prepared).await,
             other => other,
         }
         .map_err(|error| append_error(error, stream, expected))?;

@@ -5,6 +5,7 @@
 //! position alone. The file's folder is created on first use.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,12 +14,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
     from_sql_int, prepare, sql_int, sql_limit, Appended, AppendedEvent, BatchEntry, Checkpoint,
-    EventStore, Filter, StoreError, StoreLimits,
+    EventStore, Filter, PreparedEvent, StoreError, StoreLimits,
 };
 use crate::event::{Event, ExpectedVersion, NewEvent, Position, StreamId, Version};
 
@@ -27,6 +29,9 @@ use crate::event::{Event, ExpectedVersion, NewEvent, Position, StreamId, Version
 pub struct SqliteStore {
     pool: SqlitePool,
     limits: StoreLimits,
+    /// Bumped after every commit that appends, so a dispatcher in this process need not
+    /// wait for its next poll. A watch channel: a receiver never misses that it changed.
+    appended: Arc<watch::Sender<u64>>,
 }
 
 macro_rules! event_columns {
@@ -49,6 +54,9 @@ macro_rules! batch_query {
         )
     };
 }
+
+// Declared after the column macros, which it uses.
+mod subscriptions;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and runs pending migrations.
@@ -77,12 +85,20 @@ impl SqliteStore {
                 source,
             })?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool, limits })
+        Ok(Self {
+            pool,
+            limits,
+            appended: Arc::new(watch::Sender::new(0)),
+        })
     }
 
-    /// The underlying pool, for the dispatcher's transactions.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Changes after each commit in this process that appends events.
+    pub fn appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    pub(super) fn signal_append(&self) {
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
     }
 }
 
@@ -143,7 +159,86 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<
     serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+/// Appends inside `conn`'s open `BEGIN IMMEDIATE` transaction (an append of its own, or a
+/// batch's commit). The caller commits.
+pub(super) async fn append_in(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    prepared: &[PreparedEvent],
+) -> Result<Appended, StoreError> {
+    let ids: Vec<String> = prepared.iter().map(|event| event.id.to_string()).collect();
+    let ids_json = serde_json::to_string(&ids)
+        .map_err(|error| StoreError::Invalid(format!("event ids: {error}")))?;
+    let stored: Vec<StoredId> = sqlx::query_as(
+        "SELECT id, aggregate_type, aggregate_id, version, position FROM events
+         WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&ids_json)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !stored.is_empty() {
+        return duplicate_outcome(stream, prepared.len(), stored);
+    }
+
+    let actual: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM streams WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+    )
+    .bind(&stream.aggregate_type)
+    .bind(&stream.aggregate_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let actual = actual.map_or(0, from_sql_int);
+    if !expected.accepts(actual) {
+        return Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        });
+    }
+
+    let recorded_at = Utc::now();
+    let mut appended = Appended {
+        events: Vec::with_capacity(prepared.len()),
+        duplicate: false,
+    };
+    for (offset, event) in (1..).zip(prepared) {
+        let version = actual + offset;
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events
+                 (id, aggregate_type, aggregate_id, version, event_type, payload, metadata, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             RETURNING position",
+        )
+        .bind(event.id.to_string())
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .bind(sql_int(version, "version")?)
+        .bind(&event.event_type)
+        .bind(&event.payload)
+        .bind(&event.metadata)
+        .bind(recorded_at)
+        .fetch_one(&mut *conn)
+        .await?;
+        appended.events.push(AppendedEvent {
+            id: event.id,
+            version,
+            position: from_sql_int(position),
+        });
+    }
+    sqlx::query(
+        "INSERT INTO streams (aggregate_type, aggregate_id, version) VALUES (?1, ?2, ?3)
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version",
+    )
+    .bind(&stream.aggregate_type)
+    .bind(&stream.aggregate_id)
+    .bind(sql_int(appended.last_version(), "version")?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(appended)
+}
+
+pub(super) fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
     Ok(Event {
         id: parse_id(row.try_get("id")?)?,
         position: from_sql_int(row.try_get("position")?),
@@ -165,77 +260,12 @@ impl EventStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<Appended, StoreError> {
         let prepared = prepare(stream, events, self.limits)?;
-        let ids: Vec<String> = prepared.iter().map(|event| event.id.to_string()).collect();
-        let ids_json = serde_json::to_string(&ids)
-            .map_err(|error| StoreError::Invalid(format!("event ids: {error}")))?;
-
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let stored: Vec<StoredId> = sqlx::query_as(
-            "SELECT id, aggregate_type, aggregate_id, version, position FROM events
-             WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(&ids_json)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !stored.is_empty() {
-            return duplicate_outcome(stream, prepared.len(), stored);
+        let appended = append_in(&mut tx, stream, expected, &prepared).await?;
+        if !appended.duplicate {
+            tx.commit().await?;
+            self.signal_append();
         }
-
-        let actual: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM streams WHERE aggregate_type = ?1 AND aggregate_id = ?2",
-        )
-        .bind(&stream.aggregate_type)
-        .bind(&stream.aggregate_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let actual = actual.map_or(0, from_sql_int);
-        if !expected.accepts(actual) {
-            return Err(StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
-        }
-
-        let recorded_at = Utc::now();
-        let mut appended = Appended {
-            events: Vec::with_capacity(prepared.len()),
-            duplicate: false,
-        };
-        for (offset, event) in (1..).zip(&prepared) {
-            let version = actual + offset;
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events
-                     (id, aggregate_type, aggregate_id, version, event_type, payload, metadata, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 RETURNING position",
-            )
-            .bind(event.id.to_string())
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .bind(sql_int(version, "version")?)
-            .bind(&event.event_type)
-            .bind(&event.payload)
-            .bind(&event.metadata)
-            .bind(recorded_at)
-            .fetch_one(&mut *tx)
-            .await?;
-            appended.events.push(AppendedEvent {
-                id: event.id,
-                version,
-                position: from_sql_int(position),
-            });
-        }
-        sqlx::query(
-            "INSERT INTO streams (aggregate_type, aggregate_id, version) VALUES (?1, ?2, ?3)
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version",
-        )
-        .bind(&stream.aggregate_type)
-        .bind(&stream.aggregate_id)
-        .bind(sql_int(appended.last_version(), "version")?)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(appended)
     }
 
