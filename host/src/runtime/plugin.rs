@@ -132,16 +132,18 @@ impl Plugin {
         )
         .await
         .map_err(|error| failed(error, &logs))?;
+        // A refused output decides the outcome even if the plugin then returned `ok` (or an
+        // error about it): committing part of a batch's output would break all-or-nothing.
+        if let Some(cap) = store.data().output_cap_hit() {
+            let error = HandleError::OutputLimit {
+                message: cap.to_owned(),
+            };
+            return Err(failed(error, &logs));
+        }
         if let Err(error) = returned {
             let error = HandleError::Handler {
                 message: error.message,
                 retryable: error.retryable,
-            };
-            return Err(failed(error, &logs));
-        }
-        if let Some(cap) = store.data().output_cap_hit() {
-            let error = HandleError::OutputLimit {
-                message: cap.to_owned(),
             };
             return Err(failed(error, &logs));
         }
