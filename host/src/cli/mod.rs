@@ -4,8 +4,11 @@
 //! 3 optimistic-concurrency conflict. Failures print one `error: ...` line on stderr.
 
 mod append;
+mod parked;
 mod plugins;
 mod read;
+mod run;
+mod subscriptions;
 mod test;
 
 use std::process::ExitCode;
@@ -40,6 +43,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: dispatch every subscription of every plugin in the plugins folder.
+    Run(run::RunArgs),
     /// Append events: one from arguments, or many from a JSONL file or stdin.
     Append(append::AppendArgs),
     /// Read events of one stream, one category (aggregate type), or all, as JSONL.
@@ -51,6 +56,12 @@ enum Command {
     /// Inspect plugin files.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// List subscriptions with their lag; reset one.
+    #[command(subcommand)]
+    Subscriptions(subscriptions::SubscriptionsCommand),
+    /// List, replay or skip parked events.
+    #[command(subcommand)]
+    Parked(parked::ParkedCommand),
 }
 
 /// Runs the command line and turns its outcome into an exit code.
@@ -69,6 +80,9 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run::run(&cli.database_url, args).await,
+        Command::Subscriptions(command) => subscriptions::run(&cli.database_url, command).await,
+        Command::Parked(command) => parked::run(&cli.database_url, command).await,
         Command::Append(args) => append::run(&cli.database_url, args).await,
         Command::Read(args) => read::run(&cli.database_url, args).await,
         Command::Migrate => {
@@ -109,7 +123,10 @@ fn one_line(error: &anyhow::Error) -> String {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

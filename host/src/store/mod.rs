@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 pub use checkpoint::Checkpoint;
 pub use error::StoreError;
-pub use postgres::PgStore;
+pub use postgres::{PgStore, NOTIFY_CHANNEL};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{
     BatchCommit, Park, ParkedEvent, ParkedSelection, PendingAppend, SubscriptionRecord,

@@ -1,0 +1,88 @@
+//! `eventhost run`: the daemon. Loads the plugins folder, then dispatches every
+//! subscription until SIGINT or SIGTERM; a second signal abandons batches in flight (their
+//! effects were never committed, so nothing is half-done).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::dispatch::{self, DispatchConfig};
+use crate::plugins;
+use crate::runtime::{Runtime, RuntimeConfig, DEFAULT_CACHE_DIR};
+use crate::shutdown::ShutdownTrigger;
+use crate::store;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The folder of plugin files (`*.wasm`, each with an optional `NAME.toml` sidecar).
+    #[arg(long, value_name = "DIR", default_value = "plugins")]
+    plugins: PathBuf,
+
+    /// Where compiled plugins are cached (only the daemon should write there).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
+
+    /// Fallback poll of idle subscriptions, in ms [default: 1000 on PostgreSQL, 250 on SQLite].
+    #[arg(long, value_name = "MS")]
+    poll_interval_ms: Option<u64>,
+
+    /// Tries of a failing batch before its poison event is parked.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+
+    /// Seconds between progress reports of a subscription that is catching up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    progress_interval: u64,
+}
+
+pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let store = store::connect(database_url).await?;
+    let runtime = Runtime::new(RuntimeConfig::daemon(&args.cache_dir)).context("cannot start the plugin runtime")?;
+    let loaded = plugins::load_folder(&runtime, &args.plugins).await?;
+    if loaded.is_empty() {
+        warn!(folder = %args.plugins.display(), "no plugin loaded: nothing to dispatch");
+    }
+    let mut config = DispatchConfig::for_store(&store);
+    config.max_attempts = args.max_attempts;
+    config.progress_interval = Duration::from_secs(args.progress_interval);
+    if let Some(poll) = args.poll_interval_ms {
+        config.poll_interval = Duration::from_millis(poll.max(1));
+    }
+
+    let (trigger, shutdown) = ShutdownTrigger::new();
+    let mut daemon = tokio::spawn(dispatch::run(store, loaded, config, shutdown));
+    info!(plugins = %args.plugins.display(), "eventhost is running; Ctrl-C to stop");
+    tokio::select! {
+        finished = &mut daemon => {
+            finished.context("the dispatcher panicked")??;
+            return Ok(ExitCode::SUCCESS);
+        }
+        signal = termination() => signal?,
+    }
+    info!("stopping: finishing the batches in flight (signal again to abandon them)");
+    trigger.trigger();
+    tokio::select! {
+        finished = &mut daemon => finished.context("the dispatcher panicked")??,
+        signal = termination() => {
+            signal?;
+            warn!("abandoning the batches in flight: none of their effects were committed");
+            daemon.abort();
+        }
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn termination() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        interrupt = tokio::signal::ctrl_c() => interrupt.context("cannot listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

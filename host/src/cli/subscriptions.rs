@@ -1,0 +1,81 @@
+//! `eventhost subscriptions`: list subscriptions with their lag, reset one to a position.
+//! Safe while the daemon runs: a reset moves the checkpoint the daemon's next commit checks,
+//! so the batch in flight is dropped and the daemon resumes from the new checkpoint.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::store::{self, SubscriptionStore};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Every subscription: name, plugin, position, lag (events), status, last error, progress.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a subscription's checkpoint so it handles events again (or skips them).
+    Reset {
+        /// The subscription, `<plugin>.<subscription>` as `list` shows it.
+        name: String,
+        /// Resume after the event at this position (0: from the beginning).
+        #[arg(long, value_name = "POSITION", default_value_t = 0)]
+        to: u64,
+        /// Also delete the subscription's state, to rebuild a projection from scratch.
+        #[arg(long)]
+        clear_state: bool,
+    },
+}
+
+pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
+    let store = store::connect(database_url).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        SubscriptionsCommand::List { json } => {
+            let subscriptions = store.subscriptions().await?;
+            if !json {
+                writeln!(out, "{:<32} {:<20} {:>10} {:>10} {:<8} {:<24} LAST ERROR", "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "PROGRESS")?;
+            }
+            for subscription in subscriptions {
+                let lag = store.lag(&subscription.name).await?;
+                if json {
+                    let mut record = serde_json::to_value(&subscription).context("cannot encode a subscription")?;
+                    record["lag"] = lag.into();
+                    record["position"] = subscription.checkpoint.position().into();
+                    writeln!(out, "{record}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<32} {:<20} {:>10} {:>10} {:<8} {:<24} {}",
+                        subscription.name,
+                        subscription.plugin,
+                        subscription.checkpoint.position(),
+                        lag,
+                        subscription.status,
+                        progress_summary(subscription.progress.as_ref()),
+                        subscription.last_error.as_deref().unwrap_or("-"),
+                    )?;
+                }
+            }
+        }
+        SubscriptionsCommand::Reset { name, to, clear_state } => {
+            let record = store.reset(&name, to, clear_state).await?;
+            let lag = store.lag(&name).await?;
+            let cleared = if clear_state { ", state cleared" } else { "" };
+            writeln!(out, "{name}: resumes after position {} ({lag} events to handle{cleared})", record.checkpoint.position())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_summary(progress: Option<&serde_json::Value>) -> String {
+    let Some(progress) = progress else { return "-".into() };
+    let rate = progress["events_per_second"].as_f64().unwrap_or(0.0);
+    match progress["eta_seconds"].as_u64() {
+        Some(eta) if progress["lag"].as_u64().unwrap_or(0) > 0 => format!("{rate:.0} ev/s, eta {eta}s"),
+        _ => format!("{rate:.0} ev/s"),
+    }
+}

@@ -1,0 +1,57 @@
+//! The runtime's [`Reads`] over the daemon's store: committed state and streams.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::event::{Event, StreamId, Version};
+use crate::runtime::{ReadError, Reads};
+use crate::store::{EventStore, Store, StoreError, SubscriptionStore};
+
+/// A plugin's reads, served from the store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StoreReads(pub Store);
+
+fn unavailable(error: StoreError) -> ReadError {
+    ReadError::new(error.to_string())
+}
+
+impl Reads for StoreReads {
+    fn state_get<'a>(&'a self, namespace: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<String>, ReadError>> {
+        async move { self.0.state_get(namespace, key).await.map_err(unavailable) }.boxed()
+    }
+
+    fn state_scan<'a>(
+        &'a self,
+        namespace: &'a str,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ReadError>> {
+        async move {
+            self.0
+                .state_scan(namespace, prefix, after, limit as usize)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Version, ReadError>> {
+        async move { self.0.stream_version(stream).await.map_err(unavailable) }.boxed()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: Version,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Event>, ReadError>> {
+        async move {
+            self.0
+                .read_stream(stream, from_version, limit as usize)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,290 @@
+//! One subscription's loop: read the next batch after the checkpoint, run the plugin, commit
+//! the effects with the new checkpoint; on failure retry, then split to isolate the poison
+//! event and park it, so the subscription goes on.
+//!
+//! No database transaction is open while the plugin runs: the batch is read, handled, and
+//! then committed in one short transaction that checks the checkpoint has not moved.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::progress::Progress;
+use super::DispatchConfig;
+use crate::event::Event;
+use crate::runtime::{Effects, Plugin, Reads, SubscriptionSpec};
+use crate::shutdown::Shutdown;
+use crate::store::{
+    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedEvent, PendingAppend, Store,
+    StoreError, SubscriptionStore,
+};
+
+/// Longest pause between re-reads after a wake-up that found nothing readable yet (on
+/// PostgreSQL an older transaction may still hold the events back).
+const MAX_EAGER_DELAY: Duration = Duration::from_millis(256);
+
+/// Why a batch did not commit, when retrying or isolating may help.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    retryable: bool,
+}
+
+pub(crate) struct Worker {
+    pub(crate) store: Store,
+    pub(crate) plugin: Arc<Plugin>,
+    pub(crate) spec: SubscriptionSpec,
+    /// The durable name, `<plugin>.<subscription>`.
+    pub(crate) name: String,
+    pub(crate) filter: Filter,
+    pub(crate) batch_size: usize,
+    pub(crate) config: DispatchConfig,
+    pub(crate) reads: Arc<dyn Reads>,
+    pub(crate) wakeups: watch::Receiver<u64>,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) checkpoint: Checkpoint,
+}
+
+enum Step {
+    Worked,
+    Idle,
+}
+
+impl Worker {
+    pub(crate) async fn run(mut self) {
+        let mut progress = Progress::new(self.config.progress_interval);
+        let mut eager: Option<Duration> = None;
+        while !self.shutdown.is_requested() {
+            match self.step(&mut progress).await {
+                Ok(Step::Worked) => eager = None,
+                Ok(Step::Idle) => eager = self.idle(eager).await,
+                Err(error) => self.recover(error).await,
+            }
+            progress.maybe_report(&self.store, &self.name).await;
+        }
+        debug!(subscription = %self.name, "stopped");
+    }
+
+    async fn step(&mut self, progress: &mut Progress) -> Result<Step, StoreError> {
+        self.replay_parked().await?;
+        let batch = self
+            .store
+            .read_batch(self.checkpoint, &self.filter, self.batch_size)
+            .await?;
+        if batch.is_empty() {
+            return Ok(Step::Idle);
+        }
+        self.process(&batch, true).await?;
+        progress.handled(batch.len());
+        Ok(Step::Worked)
+    }
+
+    /// Waits for something to read: right after a wake-up, re-reads at growing intervals
+    /// (events may be committed but not readable yet); otherwise waits for the next wake-up
+    /// or the fallback poll.
+    async fn idle(&mut self, eager: Option<Duration>) -> Option<Duration> {
+        if let Some(delay) = eager.filter(|delay| *delay <= MAX_EAGER_DELAY) {
+            self.pause(delay).await;
+            return Some(delay * 2);
+        }
+        let poll = self.config.poll_interval;
+        tokio::select! {
+            changed = self.wakeups.changed() => match changed {
+                Ok(()) => Some(Duration::from_millis(1)),
+                Err(_) => {
+                    tokio::time::sleep(poll).await;
+                    None
+                }
+            },
+            _ = tokio::time::sleep(poll) => None,
+            _ = self.shutdown.requested() => None,
+        }
+    }
+
+    /// Sleeps, unless shutdown comes first.
+    async fn pause(&mut self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.shutdown.requested() => {}
+        }
+    }
+
+    /// After a store error: say so, wait, and carry on from the stored checkpoint (which an
+    /// operator's reset or another daemon may have moved).
+    async fn recover(&mut self, error: StoreError) {
+        match &error {
+            StoreError::CheckpointMoved { .. } => {
+                info!(subscription = %self.name, "checkpoint moved (reset or another daemon); resuming from the stored one");
+            }
+            _ => {
+                warn!(subscription = %self.name, %error, "store error; retrying");
+                let _ = self
+                    .store
+                    .record_status(&self.name, "failing", Some(&error.to_string()), None)
+                    .await;
+                self.pause(self.config.backoff_max).await;
+            }
+        }
+        match self.store.subscription(&self.name).await {
+            Ok(Some(record)) => self.checkpoint = record.checkpoint,
+            Ok(None) => warn!(subscription = %self.name, "subscription row is gone"),
+            Err(error) => warn!(subscription = %self.name, %error, "cannot reload the checkpoint"),
+        }
+    }
+
+    /// Handles `entries` and commits; on failure retries (the whole batch up to the attempt
+    /// budget; halves once), then splits, down to one event, which it parks.
+    async fn process(&mut self, entries: &[BatchEntry], whole: bool) -> Result<(), StoreError> {
+        let attempts = if whole || entries.len() == 1 { self.config.max_attempts } else { 1 };
+        let mut failure = None;
+        for attempt in 1..=attempts {
+            match self.attempt(entries).await? {
+                Ok(()) => return Ok(()),
+                Err(failed) => {
+                    warn!(
+                        subscription = %self.name, attempt, size = entries.len(),
+                        first_position = entries[0].event.position, error = %failed.message,
+                        "batch failed"
+                    );
+                    let retry = failed.retryable && attempt < attempts;
+                    failure = Some(failed);
+                    if !retry {
+                        break;
+                    }
+                    self.record_failure(failure.as_ref()).await;
+                    self.pause(self.backoff(attempt)).await;
+                    if self.shutdown.is_requested() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let failure = failure.unwrap_or(Failure { message: "no attempt was made".into(), retryable: false });
+        if let [entry] = entries {
+            return self.park(entry, failure, attempts).await;
+        }
+        let (left, right) = entries.split_at(entries.len() / 2);
+        Box::pin(self.process(left, false)).await?;
+        Box::pin(self.process(right, false)).await
+    }
+
+    /// One try: run the plugin on `entries`, commit on success. `Err` is a store failure
+    /// the caller cannot fix by retrying the batch; `Ok(Err)` is a batch failure.
+    async fn attempt(&mut self, entries: &[BatchEntry]) -> Result<Result<(), Failure>, StoreError> {
+        let Some(last) = entries.last() else { return Ok(Ok(())) };
+        let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
+        let started = Instant::now();
+        let effects = match self.plugin.handle(&self.spec.name, &events, Arc::clone(&self.reads)).await {
+            Ok(effects) => effects,
+            Err(error) => {
+                return Ok(Err(Failure { retryable: error.is_retryable(), message: error.to_string() }));
+            }
+        };
+        let commit = commit_for(&self.name, self.checkpoint, last.checkpoint, effects);
+        match self.store.commit_batch(&commit).await {
+            Ok(()) => {
+                self.checkpoint = commit.to;
+                debug!(
+                    plugin = %self.plugin.info().name, subscription = %self.name,
+                    size = entries.len(), duration_us = started.elapsed().as_micros() as u64,
+                    outcome = "committed", "batch"
+                );
+                Ok(Ok(()))
+            }
+            Err(error) => commit_failure(error),
+        }
+    }
+
+    async fn park(&mut self, entry: &BatchEntry, failure: Failure, attempts: u32) -> Result<(), StoreError> {
+        warn!(
+            subscription = %self.name, event_id = %entry.event.id, position = entry.event.position,
+            error = %failure.message, "parking the event"
+        );
+        let mut commit = BatchCommit::advance(&self.name, self.checkpoint, entry.checkpoint);
+        commit.park = Some(Park {
+            event_id: entry.event.id,
+            position: entry.event.position,
+            error: failure.message,
+            attempts,
+        });
+        self.store.commit_batch(&commit).await?;
+        self.checkpoint = commit.to;
+        Ok(())
+    }
+
+    /// Runs the events an operator asked to replay; each success resolves its parked entry
+    /// with the effects, in one commit; a failure stays parked with the new error.
+    async fn replay_parked(&mut self) -> Result<(), StoreError> {
+        for (parked, event) in self.store.replay_requests(&self.name).await? {
+            let outcome = self.plugin.handle(&self.spec.name, std::slice::from_ref(&event), Arc::clone(&self.reads)).await;
+            let failure = match outcome {
+                Ok(effects) => {
+                    let mut commit = commit_for(&self.name, self.checkpoint, self.checkpoint, effects);
+                    commit.replayed = Some(parked.id);
+                    match self.store.commit_batch(&commit).await {
+                        Ok(()) => {
+                            info!(subscription = %self.name, event_id = %event.id, "replayed a parked event");
+                            continue;
+                        }
+                        Err(error) => match commit_failure(error)? {
+                            Ok(()) => continue,
+                            Err(failure) => failure,
+                        },
+                    }
+                }
+                Err(error) => Failure { retryable: false, message: error.to_string() },
+            };
+            self.repark(&parked, failure).await?;
+        }
+        Ok(())
+    }
+
+    async fn repark(&mut self, parked: &ParkedEvent, failure: Failure) -> Result<(), StoreError> {
+        warn!(subscription = %self.name, event_id = %parked.event_id, error = %failure.message, "replay failed; the event stays parked");
+        let mut commit = BatchCommit::advance(&self.name, self.checkpoint, self.checkpoint);
+        commit.park = Some(Park {
+            event_id: parked.event_id,
+            position: parked.position,
+            error: failure.message,
+            attempts: parked.attempts.saturating_add(1),
+        });
+        self.store.commit_batch(&commit).await
+    }
+
+    async fn record_failure(&self, failure: Option<&Failure>) {
+        let message = failure.map(|failure| failure.message.as_str());
+        if let Err(error) = self.store.record_status(&self.name, "failing", message, None).await {
+            warn!(subscription = %self.name, %error, "cannot record the failure");
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.config.backoff_base.saturating_mul(factor).min(self.config.backoff_max)
+    }
+}
+
+/// A commit error that is the batch's fault (its emitted events) becomes a batch failure;
+/// anything else is the store's.
+fn commit_failure(error: StoreError) -> Result<Result<(), Failure>, StoreError> {
+    match error {
+        StoreError::Conflict { .. } => Ok(Err(Failure { message: error.to_string(), retryable: true })),
+        StoreError::PartialDuplicate { .. } | StoreError::PayloadTooLarge { .. } | StoreError::Invalid(_) => {
+            Ok(Err(Failure { message: error.to_string(), retryable: false }))
+        }
+        other => Err(other),
+    }
+}
+
+fn commit_for(name: &str, from: Checkpoint, to: Checkpoint, effects: Effects) -> BatchCommit {
+    let mut commit = BatchCommit::advance(name, from, to);
+    commit.appends = effects
+        .emitted
+        .into_iter()
+        .map(|emit| PendingAppend { stream: emit.stream, expected: emit.expected, events: emit.events })
+        .collect();
+    commit.state = effects.state.into_iter().collect();
+    commit
+}

@@ -1,0 +1,113 @@
+//! The plugins folder: every `*.wasm` file in it, each with an optional sidecar `NAME.toml`
+//! in which the operator overrides the plugin's limits and caps its batch size:
+//!
+//! ```toml
+//! batch_size = 50            # at most this many events per batch
+//! [limits]
+//! memory_bytes = 33554432    # any field of runtime::Limits
+//! time_per_batch_ms = 2000
+//! ```
+//!
+//! A file that fails to load is reported and skipped: one bad plugin never stops the others.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tracing::{error, info};
+
+use crate::dispatch::Dispatchable;
+use crate::runtime::{Limits, LoadError, Runtime};
+
+/// The operator's overrides for one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sidecar {
+    pub batch_size: Option<u32>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    #[error("cannot read the plugins folder {path}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the sidecar {path}")]
+    SidecarRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid sidecar {path}: {message}")]
+    SidecarInvalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// The `.wasm` files of `dir`, in name order.
+pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
+    let folder_error = |source| PluginsError::Folder { path: dir.to_owned(), source };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(folder_error)? {
+        let path = entry.map_err(folder_error)?.path();
+        if path.extension().is_some_and(|extension| extension == "wasm") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads `NAME.toml` beside `NAME.wasm`, if there is one.
+pub fn read_sidecar(wasm: &Path) -> Result<Sidecar, PluginsError> {
+    let path = wasm.with_extension("toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|error| PluginsError::SidecarInvalid {
+            path,
+            message: error.to_string(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Sidecar::default()),
+        Err(source) => Err(PluginsError::SidecarRead { path, source }),
+    }
+}
+
+/// Loads one plugin file with its sidecar.
+pub async fn load_plugin(runtime: &Runtime, path: &Path) -> Result<Dispatchable, PluginsError> {
+    let sidecar = read_sidecar(path)?;
+    let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let label = path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
+    let plugin = runtime.load(&label, bytes, sidecar.limits).await?;
+    Ok(Dispatchable {
+        plugin: Arc::new(plugin),
+        max_batch_size: sidecar.batch_size,
+    })
+}
+
+/// Loads every plugin of `dir`; files that fail are logged and skipped, as are plugins whose
+/// name an earlier file already took.
+pub async fn load_folder(runtime: &Runtime, dir: &Path) -> Result<Vec<Dispatchable>, PluginsError> {
+    let mut loaded = Vec::new();
+    let mut names = HashSet::new();
+    for path in plugin_files(dir)? {
+        match load_plugin(runtime, &path).await {
+            Ok(dispatchable) => {
+                let info = dispatchable.plugin.info();
+                if !names.insert(info.name.clone()) {
+                    error!(file = %path.display(), plugin = %info.name, "plugin rejected: another file already provides a plugin of this name");
+                    continue;
+                }
+                info!(file = %path.display(), plugin = %info.name, version = %info.version, cache = ?dispatchable.plugin.cache_outcome(), "plugin loaded");
+                loaded.push(dispatchable);
+            }
+            Err(error) => error!(file = %path.display(), error = %error, "plugin rejected"),
+        }
+    }
+    Ok(loaded)
+}
