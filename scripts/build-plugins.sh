@@ -10,7 +10,7 @@ cd "$root"
 
 target=wasm32-wasip2
 examples=(order-totals shipping-policy counter)
-hostile=(loop memory panic flood fs net http other-world fail-on)
+hostile=(loop memory panic flood fs net http other-world fail-on fail-on-fixed)
 
 if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"
