@@ -141,6 +141,13 @@ impl Harness {
         Ok(())
     }
 
+    /// Resets a subscription as `eventhost subscriptions reset` does: its state is cleared and
+    /// every stored event will be delivered to it again by the next [`run`](Self::run).
+    pub fn reset(&mut self, subscription: &str) {
+        self.store.clear_state(&self.namespace(subscription));
+        self.checkpoints.insert(subscription.to_owned(), 0);
+    }
+
     /// Delivers every pending event to every matching subscription until none is left.
     pub async fn run(&mut self) -> Result<&HarnessRun, DriveError> {
         let subscriptions = self.plugin.info().subscriptions.clone();

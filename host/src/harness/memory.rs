@@ -115,6 +115,11 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
+    /// Deletes every key of `namespace`.
+    pub fn clear_state(&self, namespace: &str) {
+        self.inner().state.remove(namespace);
+    }
+
     /// Applies a batch's final state changes to `namespace`.
     pub fn apply_state(&self, namespace: &str, changes: &BTreeMap<String, Option<String>>) {
         let mut inner = self.inner();

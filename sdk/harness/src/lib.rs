@@ -118,6 +118,14 @@ impl TestPlugin {
         self
     }
 
+    /// Resets a subscription (state cleared, every event delivered again by the next
+    /// [`run`](Self::run)): what an operator's replay does, and what idempotent plugins
+    /// must survive.
+    pub fn reset(&mut self, subscription: &str) -> &mut Self {
+        self.harness.reset(subscription);
+        self
+    }
+
     /// A subscription's committed state, values parsed as JSON when they are JSON.
     pub fn state(&self, subscription: &str) -> BTreeMap<String, Value> {
         self.harness
