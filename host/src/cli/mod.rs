@@ -8,6 +8,7 @@ mod parked;
 mod plugins;
 mod read;
 mod run;
+mod state;
 mod subscriptions;
 mod test;
 
@@ -59,6 +60,8 @@ enum Command {
     /// List subscriptions with their lag; reset one.
     #[command(subcommand)]
     Subscriptions(subscriptions::SubscriptionsCommand),
+    /// Print a subscription's state (a projection's read model) as JSONL.
+    State(state::StateArgs),
     /// List, replay or skip parked events.
     #[command(subcommand)]
     Parked(parked::ParkedCommand),
@@ -83,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&cli.database_url, args).await,
         Command::Subscriptions(command) => subscriptions::run(&cli.database_url, command).await,
         Command::Parked(command) => parked::run(&cli.database_url, command).await,
+        Command::State(args) => state::run(&cli.database_url, args).await,
         Command::Append(args) => append::run(&cli.database_url, args).await,
         Command::Read(args) => read::run(&cli.database_url, args).await,
         Command::Migrate => {

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The daemon on the embedded default (SQLite, no server) with the example plugins: builds
+# them, starts `eventhost run`, appends example orders, shows the projection's state and the
+# shipping policy's events, then keeps the daemon running until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build-plugins.sh > /dev/null
+cargo build -p eventhost
+eventhost="${CARGO_TARGET_DIR:-target}/debug/eventhost"
+export DATABASE_URL="sqlite://data/demo.db"
+rm -f data/demo.db data/demo.db-wal data/demo.db-shm
+
+"$eventhost" run --plugins dist/plugins &
+daemon=$!
+trap 'kill -INT "$daemon" 2> /dev/null || true; wait "$daemon" || true' EXIT
+until "$eventhost" subscriptions list 2> /dev/null | grep -q shipping-policy; do
+    kill -0 "$daemon" || exit 1
+    sleep 0.2
+done
+
+echo "== appending examples/orders.jsonl"
+"$eventhost" append --file examples/orders.jsonl > /dev/null
+sleep 1
+echo "== subscriptions"
+"$eventhost" subscriptions list
+echo "== the order-totals projection's state"
+"$eventhost" state order-totals.totals
+echo "== events the shipping policy emitted"
+"$eventhost" read category shipment
+echo
+echo "The daemon keeps running (Ctrl-C stops it). In another terminal, try:"
+echo "  DATABASE_URL=$DATABASE_URL $eventhost append --aggregate-type order --aggregate-id o-7 \\"
+echo "      --event-type order.created --payload '{\"customer\":\"ada\",\"lines\":[]}'"
+echo "  DATABASE_URL=$DATABASE_URL $eventhost state order-totals.totals"
+wait "$daemon"
