@@ -6,6 +6,7 @@
 //! instant the daemon dies at; order is kept within a subscription; subscriptions run
 //! concurrently; a failing plugin parks its poison event and goes on.
 
+mod handler;
 mod progress;
 mod reads;
 mod wakeup;
@@ -17,9 +18,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::info;
 
+pub use handler::Handler;
 pub use reads::StoreReads;
 
-use crate::runtime::{Plugin, StartFrom};
+use crate::runtime::StartFrom;
 use crate::shutdown::Shutdown;
 use crate::store::{Checkpoint, EventStore, Filter, Store, StoreError, SubscriptionStore};
 use worker::Worker;
@@ -56,10 +58,10 @@ impl DispatchConfig {
     }
 }
 
-/// A plugin ready to run, with the operator's batch-size cap from its sidecar.
-#[derive(Debug, Clone)]
+/// A handler ready to run, with the operator's batch-size cap from its sidecar.
+#[derive(Clone)]
 pub struct Dispatchable {
-    pub plugin: Arc<Plugin>,
+    pub handler: Arc<dyn Handler>,
     pub max_batch_size: Option<u32>,
 }
 
@@ -74,7 +76,7 @@ pub async fn run(
     let reads: Arc<dyn crate::runtime::Reads> = Arc::new(StoreReads(store.clone()));
     let mut tasks = JoinSet::new();
     for dispatchable in plugins {
-        let info = dispatchable.plugin.info().clone();
+        let info = dispatchable.handler.info().clone();
         for spec in info.subscriptions {
             let name = format!("{}.{}", info.name, spec.name);
             let filter = Filter {
@@ -92,7 +94,7 @@ pub async fn run(
             info!(subscription = %name, checkpoint = %record.checkpoint, batch_size, "subscription started");
             let worker = Worker {
                 store: store.clone(),
-                plugin: Arc::clone(&dispatchable.plugin),
+                handler: Arc::clone(&dispatchable.handler),
                 spec,
                 name,
                 filter,

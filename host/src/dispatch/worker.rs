@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::handler::Handler;
 use super::progress::Progress;
 use super::DispatchConfig;
 use crate::event::Event;
-use crate::runtime::{Effects, Plugin, Reads, SubscriptionSpec};
+use crate::runtime::{Effects, Reads, SubscriptionSpec};
 use crate::shutdown::Shutdown;
 use crate::store::{
     BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedEvent, PendingAppend, Store,
@@ -34,7 +35,7 @@ struct Failure {
 
 pub(crate) struct Worker {
     pub(crate) store: Store,
-    pub(crate) plugin: Arc<Plugin>,
+    pub(crate) handler: Arc<dyn Handler>,
     pub(crate) spec: SubscriptionSpec,
     /// The durable name, `<plugin>.<subscription>`.
     pub(crate) name: String,
@@ -176,7 +177,7 @@ impl Worker {
         let Some(last) = entries.last() else { return Ok(Ok(())) };
         let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
         let started = Instant::now();
-        let effects = match self.plugin.handle(&self.spec.name, &events, Arc::clone(&self.reads)).await {
+        let effects = match self.handler.handle(&self.spec.name, &events, Arc::clone(&self.reads)).await {
             Ok(effects) => effects,
             Err(error) => {
                 return Ok(Err(Failure { retryable: error.is_retryable(), message: error.to_string() }));
@@ -187,7 +188,7 @@ impl Worker {
             Ok(()) => {
                 self.checkpoint = commit.to;
                 debug!(
-                    plugin = %self.plugin.info().name, subscription = %self.name,
+                    plugin = %self.handler.info().name, subscription = %self.name,
                     size = entries.len(), duration_us = started.elapsed().as_micros() as u64,
                     outcome = "committed", "batch"
                 );
@@ -218,7 +219,7 @@ impl Worker {
     /// with the effects, in one commit; a failure stays parked with the new error.
     async fn replay_parked(&mut self) -> Result<(), StoreError> {
         for (parked, event) in self.store.replay_requests(&self.name).await? {
-            let outcome = self.plugin.handle(&self.spec.name, std::slice::from_ref(&event), Arc::clone(&self.reads)).await;
+            let outcome = self.handler.handle(&self.spec.name, std::slice::from_ref(&event), Arc::clone(&self.reads)).await;
             let failure = match outcome {
                 Ok(effects) => {
                     let mut commit = commit_for(&self.name, self.checkpoint, self.checkpoint, effects);

@@ -84,8 +84,9 @@ pub async fn load_plugin(runtime: &Runtime, path: &Path) -> Result<Dispatchable,
     })?;
     let label = path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
     let plugin = runtime.load(&label, bytes, sidecar.limits).await?;
+    info!(file = %path.display(), plugin = %plugin.info().name, version = %plugin.info().version, cache = ?plugin.cache_outcome(), "plugin loaded");
     Ok(Dispatchable {
-        plugin: Arc::new(plugin),
+        handler: Arc::new(plugin),
         max_batch_size: sidecar.batch_size,
     })
 }
@@ -98,12 +99,11 @@ pub async fn load_folder(runtime: &Runtime, dir: &Path) -> Result<Vec<Dispatchab
     for path in plugin_files(dir)? {
         match load_plugin(runtime, &path).await {
             Ok(dispatchable) => {
-                let info = dispatchable.plugin.info();
-                if !names.insert(info.name.clone()) {
-                    error!(file = %path.display(), plugin = %info.name, "plugin rejected: another file already provides a plugin of this name");
+                let name = &dispatchable.handler.info().name;
+                if !names.insert(name.clone()) {
+                    error!(file = %path.display(), plugin = %name, "plugin rejected: another file already provides a plugin of this name");
                     continue;
                 }
-                info!(file = %path.display(), plugin = %info.name, version = %info.version, cache = ?dispatchable.plugin.cache_outcome(), "plugin loaded");
                 loaded.push(dispatchable);
             }
             Err(error) => error!(file = %path.display(), error = %error, "plugin rejected"),
