@@ -62,11 +62,15 @@ pub fn read_event_lines(reader: impl BufRead) -> Result<Vec<EventLine>, InputErr
             continue;
         }
         let line = index + 1;
-        let event: EventLine = serde_json::from_str(&text).map_err(|error| InputError::Invalid {
-            line,
-            message: error.to_string(),
-        })?;
-        if event.aggregate_type.is_empty() || event.aggregate_id.is_empty() || event.event_type.is_empty() {
+        let event: EventLine =
+            serde_json::from_str(&text).map_err(|error| InputError::Invalid {
+                line,
+                message: error.to_string(),
+            })?;
+        if event.aggregate_type.is_empty()
+            || event.aggregate_id.is_empty()
+            || event.event_type.is_empty()
+        {
             return Err(InputError::Invalid {
                 line,
                 message: "aggregate_type, aggregate_id and event_type must not be empty".into(),
@@ -141,7 +145,10 @@ mod tests {
     fn expected_versions_read_as_words_or_numbers() {
         assert_eq!(parse_expected_version("any"), Ok(ExpectedVersion::Any));
         assert_eq!(parse_expected_version("0"), Ok(ExpectedVersion::NoStream));
-        assert_eq!(parse_expected_version("no-stream"), Ok(ExpectedVersion::NoStream));
+        assert_eq!(
+            parse_expected_version("no-stream"),
+            Ok(ExpectedVersion::NoStream)
+        );
         assert_eq!(parse_expected_version("7"), Ok(ExpectedVersion::Exact(7)));
         assert!(parse_expected_version("seven").is_err());
     }

@@ -20,10 +20,17 @@ fn event(event_type: &str, n: i64) -> NewEvent {
 
 async fn versions_are_assigned_from_one_in_order(store: &impl EventStore) {
     let first = store
-        .append(&order("o-1"), ExpectedVersion::NoStream, &[event("a", 1), event("b", 2)])
+        .append(
+            &order("o-1"),
+            ExpectedVersion::NoStream,
+            &[event("a", 1), event("b", 2)],
+        )
         .await
         .unwrap();
-    assert_eq!(first.events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        first.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert!(first.events[0].position < first.events[1].position);
     let second = store
         .append(&order("o-1"), ExpectedVersion::Exact(2), &[event("c", 3)])
@@ -38,26 +45,43 @@ async fn versions_are_assigned_from_one_in_order(store: &impl EventStore) {
 }
 
 async fn a_wrong_expected_version_is_a_conflict_naming_both_versions(store: &impl EventStore) {
-    store.append(&order("o-2"), ExpectedVersion::Any, &[event("a", 1)]).await.unwrap();
+    store
+        .append(&order("o-2"), ExpectedVersion::Any, &[event("a", 1)])
+        .await
+        .unwrap();
     let error = store
         .append(&order("o-2"), ExpectedVersion::Exact(5), &[event("b", 2)])
         .await
         .unwrap_err();
     match &error {
-        StoreError::Conflict { expected, actual, stream } => {
+        StoreError::Conflict {
+            expected,
+            actual,
+            stream,
+        } => {
             assert_eq!(*expected, ExpectedVersion::Exact(5));
             assert_eq!(*actual, 1);
             assert_eq!(*stream, order("o-2"));
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert!(error.to_string().contains("expected 5, actual 1"), "{error}");
+    assert!(
+        error.to_string().contains("expected 5, actual 1"),
+        "{error}"
+    );
     let no_stream = store
         .append(&order("o-2"), ExpectedVersion::NoStream, &[event("b", 2)])
         .await
         .unwrap_err();
-    assert!(matches!(no_stream, StoreError::Conflict { actual: 1, .. }), "{no_stream:?}");
-    assert_eq!(store.stream_version(&order("o-2")).await.unwrap(), 1, "nothing written");
+    assert!(
+        matches!(no_stream, StoreError::Conflict { actual: 1, .. }),
+        "{no_stream:?}"
+    );
+    assert_eq!(
+        store.stream_version(&order("o-2")).await.unwrap(),
+        1,
+        "nothing written"
+    );
 }
 
 async fn an_append_is_all_or_nothing(store: &impl EventStore) {
@@ -73,8 +97,17 @@ async fn an_append_is_all_or_nothing(store: &impl EventStore) {
         .append(&order("o-3"), ExpectedVersion::Any, &[event("a", 1), huge])
         .await
         .unwrap_err();
-    assert!(matches!(error, StoreError::PayloadTooLarge { index: 1, .. }), "{error:?}");
-    assert!(store.read_stream(&order("o-3"), 1, 10).await.unwrap().is_empty());
+    assert!(
+        matches!(error, StoreError::PayloadTooLarge { index: 1, .. }),
+        "{error:?}"
+    );
+    assert!(
+        store
+            .read_stream(&order("o-3"), 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.read_positions(None, 0, 10).await.unwrap().is_empty());
 }
 
@@ -83,21 +116,45 @@ async fn reappending_the_same_ids_is_idempotent(store: &impl EventStore) {
     let events: Vec<NewEvent> = ids
         .iter()
         .enumerate()
-        .map(|(n, id)| NewEvent { id: Some(*id), ..event("a", n as i64) })
+        .map(|(n, id)| NewEvent {
+            id: Some(*id),
+            ..event("a", n as i64)
+        })
         .collect();
-    let first = store.append(&order("o-4"), ExpectedVersion::NoStream, &events).await.unwrap();
+    let first = store
+        .append(&order("o-4"), ExpectedVersion::NoStream, &events)
+        .await
+        .unwrap();
     assert!(!first.duplicate);
     // The retry carries the same stale expected version: it must still be reported a duplicate.
-    let again = store.append(&order("o-4"), ExpectedVersion::NoStream, &events).await.unwrap();
+    let again = store
+        .append(&order("o-4"), ExpectedVersion::NoStream, &events)
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.events, first.events);
-    assert_eq!(store.read_stream(&order("o-4"), 1, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        store.read_stream(&order("o-4"), 1, 10).await.unwrap().len(),
+        2
+    );
 
     let mixed = [events[0].clone(), event("fresh", 9)];
-    let error = store.append(&order("o-4"), ExpectedVersion::Any, &mixed).await.unwrap_err();
-    assert!(matches!(error, StoreError::PartialDuplicate { found: 1, total: 2 }), "{error:?}");
-    let elsewhere = store.append(&order("o-other"), ExpectedVersion::Any, &events).await.unwrap_err();
-    assert!(matches!(elsewhere, StoreError::PartialDuplicate { .. }), "{elsewhere:?}");
+    let error = store
+        .append(&order("o-4"), ExpectedVersion::Any, &mixed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::PartialDuplicate { found: 1, total: 2 }),
+        "{error:?}"
+    );
+    let elsewhere = store
+        .append(&order("o-other"), ExpectedVersion::Any, &events)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(elsewhere, StoreError::PartialDuplicate { .. }),
+        "{elsewhere:?}"
+    );
     assert_eq!(store.stream_version(&order("o-4")).await.unwrap(), 2);
 }
 
@@ -107,24 +164,48 @@ async fn payload_and_metadata_round_trip(store: &impl EventStore) {
     new.metadata.insert("correlation-id".into(), "c-1".into());
     let id = Uuid::new_v4();
     new.id = Some(id);
-    store.append(&order("o-5"), ExpectedVersion::Any, &[new]).await.unwrap();
+    store
+        .append(&order("o-5"), ExpectedVersion::Any, &[new])
+        .await
+        .unwrap();
     let read = store.read_stream(&order("o-5"), 1, 1).await.unwrap();
     assert_eq!(read[0].payload, payload);
     assert_eq!(read[0].metadata["correlation-id"], "c-1");
     assert_eq!(read[0].id, id);
     assert_eq!(read[0].stream(), order("o-5"));
     let age = chrono::Utc::now() - read[0].recorded_at;
-    assert!(age.num_seconds().abs() < 60, "recorded_at is now-ish: {}", read[0].recorded_at);
+    assert!(
+        age.num_seconds().abs() < 60,
+        "recorded_at is now-ish: {}",
+        read[0].recorded_at
+    );
 }
 
 async fn listings_page_in_position_order(store: &impl EventStore) {
     for n in 0..5 {
-        store.append(&order(&format!("p-{n}")), ExpectedVersion::Any, &[event("a", n)]).await.unwrap();
-        store.append(&StreamId::new("invoice", format!("i-{n}")), ExpectedVersion::Any, &[event("b", n)]).await.unwrap();
+        store
+            .append(
+                &order(&format!("p-{n}")),
+                ExpectedVersion::Any,
+                &[event("a", n)],
+            )
+            .await
+            .unwrap();
+        store
+            .append(
+                &StreamId::new("invoice", format!("i-{n}")),
+                ExpectedVersion::Any,
+                &[event("b", n)],
+            )
+            .await
+            .unwrap();
     }
     let first = store.read_positions(None, 0, 4).await.unwrap();
     assert_eq!(first.len(), 4);
-    let rest = store.read_positions(None, first[3].position, 100).await.unwrap();
+    let rest = store
+        .read_positions(None, first[3].position, 100)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 6);
     let all: Vec<_> = first.iter().chain(&rest).map(|e| e.position).collect();
     assert!(all.windows(2).all(|pair| pair[0] < pair[1]));
@@ -137,34 +218,72 @@ async fn listings_page_in_position_order(store: &impl EventStore) {
 
 async fn batches_apply_filters_and_resume_after_their_checkpoint(store: &impl EventStore) {
     for n in 0..6 {
-        let stream = if n % 2 == 0 { order(&format!("f-{n}")) } else { StreamId::new("invoice", format!("f-{n}")) };
+        let stream = if n % 2 == 0 {
+            order(&format!("f-{n}"))
+        } else {
+            StreamId::new("invoice", format!("f-{n}"))
+        };
         let event_type = if n % 3 == 0 { "x.created" } else { "x.updated" };
-        store.append(&stream, ExpectedVersion::Any, &[event(event_type, n)]).await.unwrap();
+        store
+            .append(&stream, ExpectedVersion::Any, &[event(event_type, n)])
+            .await
+            .unwrap();
     }
     read_everything(store, &Filter::default(), 4, 6).await;
-    let by_type = Filter { aggregate_types: vec!["order".into()], ..Filter::default() };
+    let by_type = Filter {
+        aggregate_types: vec!["order".into()],
+        ..Filter::default()
+    };
     let orders = read_everything(store, &by_type, 2, 3).await;
     assert!(orders.iter().all(|e| e.aggregate_type == "order"));
-    let by_event = Filter { event_types: vec!["x.created".into()], ..Filter::default() };
+    let by_event = Filter {
+        event_types: vec!["x.created".into()],
+        ..Filter::default()
+    };
     read_everything(store, &by_event, 1, 2).await;
-    let both = Filter { aggregate_types: vec!["invoice".into()], event_types: vec!["x.created".into()] };
+    let both = Filter {
+        aggregate_types: vec!["invoice".into()],
+        event_types: vec!["x.created".into()],
+    };
     let hits = read_everything(store, &both, 10, 1).await;
     assert_eq!(hits[0].payload["n"], 3);
-    let several = Filter { aggregate_types: vec!["invoice".into(), "order".into()], ..Filter::default() };
+    let several = Filter {
+        aggregate_types: vec!["invoice".into(), "order".into()],
+        ..Filter::default()
+    };
     read_everything(store, &several, 5, 6).await;
 }
 
 async fn head_is_after_every_readable_event(store: &impl EventStore) {
     assert_eq!(store.head().await.unwrap(), Checkpoint::ORIGIN);
-    store.append(&order("h-1"), ExpectedVersion::Any, &[event("a", 1), event("b", 2)]).await.unwrap();
+    store
+        .append(
+            &order("h-1"),
+            ExpectedVersion::Any,
+            &[event("a", 1), event("b", 2)],
+        )
+        .await
+        .unwrap();
     let readable = read_everything(store, &Filter::default(), 10, 2).await;
     let head = store.head().await.unwrap();
     assert_eq!(head.position(), readable[1].position);
-    assert!(store.read_batch(head, &Filter::default(), 10).await.unwrap().is_empty());
-    store.append(&order("h-1"), ExpectedVersion::Any, &[event("c", 3)]).await.unwrap();
+    assert!(
+        store
+            .read_batch(head, &Filter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .append(&order("h-1"), ExpectedVersion::Any, &[event("c", 3)])
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let after_head = loop {
-        let batch = store.read_batch(head, &Filter::default(), 10).await.unwrap();
+        let batch = store
+            .read_batch(head, &Filter::default(), 10)
+            .await
+            .unwrap();
         if !batch.is_empty() || Instant::now() > deadline {
             break batch;
         }
@@ -174,13 +293,20 @@ async fn head_is_after_every_readable_event(store: &impl EventStore) {
     assert_eq!(after_head[0].event.event_type, "c");
 }
 
-async fn racing_writers_with_the_same_expected_version_have_one_winner(store: &(impl EventStore + Clone + 'static)) {
-    store.append(&order("race"), ExpectedVersion::NoStream, &[event("a", 0)]).await.unwrap();
+async fn racing_writers_with_the_same_expected_version_have_one_winner(
+    store: &(impl EventStore + Clone + 'static),
+) {
+    store
+        .append(&order("race"), ExpectedVersion::NoStream, &[event("a", 0)])
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for n in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.append(&order("race"), ExpectedVersion::Exact(1), &[event("b", n)]).await
+            store
+                .append(&order("race"), ExpectedVersion::Exact(1), &[event("b", n)])
+                .await
         }));
     }
     let mut wins = 0;
@@ -211,7 +337,11 @@ async fn read_everything(
     let mut events = Vec::new();
     let mut seen = HashSet::new();
     while events.len() < expected {
-        assert!(Instant::now() < deadline, "only {} of {expected} events arrived", events.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {expected} events arrived",
+            events.len()
+        );
         let batch = store.read_batch(checkpoint, filter, page).await.unwrap();
         assert!(batch.len() <= page);
         if batch.is_empty() {

@@ -15,26 +15,52 @@ use serde_json::json;
 const SUB: &str = "projection.totals";
 
 fn orders() -> Filter {
-    Filter { aggregate_types: vec!["order".into()], ..Filter::default() }
+    Filter {
+        aggregate_types: vec!["order".into()],
+        ..Filter::default()
+    }
 }
 
 async fn seed(store: &impl EventStore, count: usize) {
     for n in 0..count {
         let stream = StreamId::new("order", format!("o-{n}"));
-        store.append(&stream, ExpectedVersion::Any, &[NewEvent::new("order.created", json!({ "n": n }))]).await.unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                &[NewEvent::new("order.created", json!({ "n": n }))],
+            )
+            .await
+            .unwrap();
     }
-    store.append(&StreamId::new("invoice", "i-1"), ExpectedVersion::Any, &[NewEvent::new("invoice.sent", json!({}))]).await.unwrap();
+    store
+        .append(
+            &StreamId::new("invoice", "i-1"),
+            ExpectedVersion::Any,
+            &[NewEvent::new("invoice.sent", json!({}))],
+        )
+        .await
+        .unwrap();
 }
 
 /// Reads the next batch, waiting for events that are committed but not readable yet.
-async fn next_batch(store: &impl EventStore, after: Checkpoint, filter: &Filter, expected: usize) -> Vec<BatchEntry> {
+async fn next_batch(
+    store: &impl EventStore,
+    after: Checkpoint,
+    filter: &Filter,
+    expected: usize,
+) -> Vec<BatchEntry> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let batch = store.read_batch(after, filter, expected).await.unwrap();
         if batch.len() == expected {
             return batch;
         }
-        assert!(Instant::now() < deadline, "only {} of {expected} events readable", batch.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {expected} events readable",
+            batch.len()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -47,29 +73,58 @@ fn shipment(id: &str) -> PendingAppend {
     }
 }
 
-async fn a_batch_commits_its_effects_and_checkpoint_together<S: EventStore + SubscriptionStore>(store: &S) {
+async fn a_batch_commits_its_effects_and_checkpoint_together<S: EventStore + SubscriptionStore>(
+    store: &S,
+) {
     seed(store, 3).await;
-    let subscription = store.ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN).await.unwrap();
+    let subscription = store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
     assert_eq!(subscription.checkpoint, Checkpoint::ORIGIN);
-    assert_eq!(store.lag(SUB).await.unwrap(), 3, "the invoice does not match the filter");
+    assert_eq!(
+        store.lag(SUB).await.unwrap(),
+        3,
+        "the invoice does not match the filter"
+    );
     let batch = next_batch(store, subscription.checkpoint, &subscription.filter, 3).await;
     let mut commit = BatchCommit::advance(SUB, subscription.checkpoint, batch[2].checkpoint);
     commit.appends.push(shipment("o-0"));
-    commit.state = vec![("order/o-0".into(), Some("{\"total\":1}".into())), ("gone".into(), None)];
+    commit.state = vec![
+        ("order/o-0".into(), Some("{\"total\":1}".into())),
+        ("gone".into(), None),
+    ];
     store.commit_batch(&commit).await.unwrap();
 
     let stored = store.subscription(SUB).await.unwrap().unwrap();
     assert_eq!(stored.checkpoint, batch[2].checkpoint);
     assert_eq!(store.lag(SUB).await.unwrap(), 0);
-    assert_eq!(store.state_get(SUB, "order/o-0").await.unwrap().as_deref(), Some("{\"total\":1}"));
-    assert_eq!(store.stream_version(&StreamId::new("shipment", "o-0")).await.unwrap(), 1);
+    assert_eq!(
+        store.state_get(SUB, "order/o-0").await.unwrap().as_deref(),
+        Some("{\"total\":1}")
+    );
+    assert_eq!(
+        store
+            .stream_version(&StreamId::new("shipment", "o-0"))
+            .await
+            .unwrap(),
+        1
+    );
     // State lives in the subscription's own namespace.
-    assert_eq!(store.state_get("other.sub", "order/o-0").await.unwrap(), None);
+    assert_eq!(
+        store.state_get("other.sub", "order/o-0").await.unwrap(),
+        None
+    );
 }
 
-async fn a_batch_read_from_a_stale_checkpoint_commits_nothing<S: EventStore + SubscriptionStore>(store: &S) {
+async fn a_batch_read_from_a_stale_checkpoint_commits_nothing<S: EventStore + SubscriptionStore>(
+    store: &S,
+) {
     seed(store, 2).await;
-    store.ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN).await.unwrap();
+    store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 2).await;
     let first = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[1].checkpoint);
     store.commit_batch(&first).await.unwrap();
@@ -79,35 +134,73 @@ async fn a_batch_read_from_a_stale_checkpoint_commits_nothing<S: EventStore + Su
     second.appends.push(shipment("dup"));
     second.state = vec![("k".into(), Some("v".into()))];
     let error = store.commit_batch(&second).await.unwrap_err();
-    assert!(matches!(error, StoreError::CheckpointMoved { .. }), "{error:?}");
-    assert_eq!(store.stream_version(&StreamId::new("shipment", "dup")).await.unwrap(), 0);
+    assert!(
+        matches!(error, StoreError::CheckpointMoved { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        store
+            .stream_version(&StreamId::new("shipment", "dup"))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(store.state_get(SUB, "k").await.unwrap(), None);
 }
 
 async fn a_conflicting_emit_fails_the_whole_batch<S: EventStore + SubscriptionStore>(store: &S) {
     seed(store, 1).await;
-    store.ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN).await.unwrap();
-    store.append(&StreamId::new("shipment", "o-0"), ExpectedVersion::Any, &[NewEvent::new("x", json!(1))]).await.unwrap();
+    store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
+    store
+        .append(
+            &StreamId::new("shipment", "o-0"),
+            ExpectedVersion::Any,
+            &[NewEvent::new("x", json!(1))],
+        )
+        .await
+        .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 1).await;
     let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[0].checkpoint);
     commit.state = vec![("k".into(), Some("v".into()))];
     commit.appends.push(shipment("other"));
     commit.appends.push(shipment("o-0"));
     let error = store.commit_batch(&commit).await.unwrap_err();
-    assert!(matches!(error, StoreError::Conflict { actual: 1, .. }), "{error:?}");
+    assert!(
+        matches!(error, StoreError::Conflict { actual: 1, .. }),
+        "{error:?}"
+    );
     let stored = store.subscription(SUB).await.unwrap().unwrap();
     assert_eq!(stored.checkpoint, Checkpoint::ORIGIN);
     assert_eq!(store.state_get(SUB, "k").await.unwrap(), None);
-    assert_eq!(store.stream_version(&StreamId::new("shipment", "other")).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .stream_version(&StreamId::new("shipment", "other"))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
-async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + SubscriptionStore>(store: &S) {
+async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + SubscriptionStore>(
+    store: &S,
+) {
     seed(store, 2).await;
-    store.ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN).await.unwrap();
+    store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 2).await;
     let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[1].checkpoint);
     for (entry, error) in batch.iter().zip(["boom", "bang"]) {
-        commit.park = Some(Park { event_id: entry.event.id, position: entry.event.position, error: error.into(), attempts: 5 });
+        commit.park = Some(Park {
+            event_id: entry.event.id,
+            position: entry.event.position,
+            error: error.into(),
+            attempts: 5,
+        });
         store.commit_batch(&commit).await.unwrap();
         commit.from = commit.to;
     }
@@ -117,7 +210,13 @@ async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + Subscr
     assert!(!parked[0].replay_requested);
     assert!(store.parked(Some("other")).await.unwrap().is_empty());
 
-    assert_eq!(store.request_replay(ParkedSelection::One(parked[0].id)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .request_replay(ParkedSelection::One(parked[0].id))
+            .await
+            .unwrap(),
+        1
+    );
     let requests = store.replay_requests(SUB).await.unwrap();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].1.id, batch[0].event.id);
@@ -127,28 +226,57 @@ async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + Subscr
     replay.replayed = Some(parked[0].id);
     replay.state = vec![("replayed".into(), Some("yes".into()))];
     store.commit_batch(&replay).await.unwrap();
-    assert_eq!(store.state_get(SUB, "replayed").await.unwrap().as_deref(), Some("yes"));
+    assert_eq!(
+        store.state_get(SUB, "replayed").await.unwrap().as_deref(),
+        Some("yes")
+    );
     let error = store.commit_batch(&replay).await.unwrap_err();
-    assert!(matches!(error, StoreError::NotFound(_)), "a replay resolves once: {error:?}");
+    assert!(
+        matches!(error, StoreError::NotFound(_)),
+        "a replay resolves once: {error:?}"
+    );
 
-    assert_eq!(store.skip_parked(ParkedSelection::AllOf(Some(SUB))).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .skip_parked(ParkedSelection::AllOf(Some(SUB)))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.parked(None).await.unwrap().is_empty());
 }
 
-async fn reset_moves_the_checkpoint_and_can_clear_state<S: EventStore + SubscriptionStore>(store: &S) {
+async fn reset_moves_the_checkpoint_and_can_clear_state<S: EventStore + SubscriptionStore>(
+    store: &S,
+) {
     seed(store, 3).await;
-    store.ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN).await.unwrap();
+    store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 3).await;
     let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[2].checkpoint);
     commit.state = vec![("k".into(), Some("v".into()))];
     store.commit_batch(&commit).await.unwrap();
 
-    let reset = store.reset(SUB, batch[0].event.position, false).await.unwrap();
+    let reset = store
+        .reset(SUB, batch[0].event.position, false)
+        .await
+        .unwrap();
     assert_eq!(reset.checkpoint, batch[0].checkpoint);
     assert_eq!(store.lag(SUB).await.unwrap(), 2);
-    assert_eq!(store.state_get(SUB, "k").await.unwrap().as_deref(), Some("v"));
-    let again = store.ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN).await.unwrap();
-    assert_eq!(again.checkpoint, batch[0].checkpoint, "an existing subscription keeps its checkpoint");
+    assert_eq!(
+        store.state_get(SUB, "k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    let again = store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.checkpoint, batch[0].checkpoint,
+        "an existing subscription keeps its checkpoint"
+    );
 
     let rebuilt = store.reset(SUB, 0, true).await.unwrap();
     assert_eq!(rebuilt.checkpoint, Checkpoint::ORIGIN);
@@ -159,7 +287,10 @@ async fn reset_moves_the_checkpoint_and_can_clear_state<S: EventStore + Subscrip
 
 async fn state_scans_by_exact_prefix_in_key_order<S: EventStore + SubscriptionStore>(store: &S) {
     seed(store, 1).await;
-    store.ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN).await.unwrap();
+    store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 1).await;
     let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[0].checkpoint);
     commit.state = ["a/2", "a/1", "a_x", "A/3", "b", "a%"]
@@ -167,12 +298,29 @@ async fn state_scans_by_exact_prefix_in_key_order<S: EventStore + SubscriptionSt
         .map(|key| (key.to_string(), Some(format!("v-{key}"))))
         .collect();
     store.commit_batch(&commit).await.unwrap();
-    let keys = |entries: Vec<(String, String)>| entries.into_iter().map(|(key, _)| key).collect::<Vec<_>>();
-    assert_eq!(keys(store.state_scan(SUB, "a/", None, 10).await.unwrap()), ["a/1", "a/2"]);
-    assert_eq!(keys(store.state_scan(SUB, "a/", Some("a/1"), 10).await.unwrap()), ["a/2"]);
-    assert_eq!(keys(store.state_scan(SUB, "a_", None, 10).await.unwrap()), ["a_x"]);
-    assert_eq!(keys(store.state_scan(SUB, "a%", None, 10).await.unwrap()), ["a%"]);
-    assert_eq!(keys(store.state_scan(SUB, "", None, 3).await.unwrap()), ["A/3", "a%", "a/1"]);
+    let keys = |entries: Vec<(String, String)>| {
+        entries.into_iter().map(|(key, _)| key).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(store.state_scan(SUB, "a/", None, 10).await.unwrap()),
+        ["a/1", "a/2"]
+    );
+    assert_eq!(
+        keys(store.state_scan(SUB, "a/", Some("a/1"), 10).await.unwrap()),
+        ["a/2"]
+    );
+    assert_eq!(
+        keys(store.state_scan(SUB, "a_", None, 10).await.unwrap()),
+        ["a_x"]
+    );
+    assert_eq!(
+        keys(store.state_scan(SUB, "a%", None, 10).await.unwrap()),
+        ["a%"]
+    );
+    assert_eq!(
+        keys(store.state_scan(SUB, "", None, 3).await.unwrap()),
+        ["A/3", "a%", "a/1"]
+    );
 }
 
 macro_rules! conformance {

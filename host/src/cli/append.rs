@@ -12,7 +12,7 @@ use anyhow::Context;
 use uuid::Uuid;
 
 use crate::event::{ExpectedVersion, Metadata};
-use crate::input::{parse_expected_version, read_event_lines, EventLine};
+use crate::input::{EventLine, parse_expected_version, read_event_lines};
 use crate::store::{self, Appended, EventStore};
 
 #[derive(Debug, clap::Args)]
@@ -84,8 +84,8 @@ fn read_file(path: &PathBuf) -> anyhow::Result<Vec<EventLine>> {
     let lines = if path.as_os_str() == "-" {
         read_event_lines(std::io::stdin().lock()).context("stdin")?
     } else {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         read_event_lines(BufReader::new(file)).with_context(|| path.display().to_string())?
     };
     anyhow::ensure!(!lines.is_empty(), "no events in the input");
@@ -95,7 +95,9 @@ fn read_file(path: &PathBuf) -> anyhow::Result<Vec<EventLine>> {
 fn line_from_flags(args: AppendArgs) -> anyhow::Result<EventLine> {
     let missing = |flag: &str| anyhow::anyhow!("{flag} is required");
     Ok(EventLine {
-        aggregate_type: args.aggregate_type.ok_or_else(|| missing("--aggregate-type"))?,
+        aggregate_type: args
+            .aggregate_type
+            .ok_or_else(|| missing("--aggregate-type"))?,
         aggregate_id: args.aggregate_id.ok_or_else(|| missing("--aggregate-id"))?,
         event_type: args.event_type.ok_or_else(|| missing("--event-type"))?,
         payload: args.payload.unwrap_or_default(),
@@ -105,7 +107,11 @@ fn line_from_flags(args: AppendArgs) -> anyhow::Result<EventLine> {
     })
 }
 
-fn print_appended(out: &mut impl Write, line: &EventLine, appended: &Appended) -> anyhow::Result<()> {
+fn print_appended(
+    out: &mut impl Write,
+    line: &EventLine,
+    appended: &Appended,
+) -> anyhow::Result<()> {
     for event in &appended.events {
         let record = serde_json::json!({
             "id": event.id,

@@ -22,7 +22,11 @@ use crate::store::{self, StoreError};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/eventhost.db";
 
 #[derive(Debug, Parser)]
-#[command(name = "eventhost", version, about = "Event store with durable subscriptions feeding sandboxed WebAssembly plugins")]
+#[command(
+    name = "eventhost",
+    version,
+    about = "Event store with durable subscriptions feeding sandboxed WebAssembly plugins"
+)]
 pub struct Cli {
     /// Where events live: `postgres://...` or `sqlite://PATH` (created if missing).
     #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
@@ -73,7 +77,9 @@ pub fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(error) => return fail(&anyhow::Error::new(error).context("cannot start the async runtime")),
+        Err(error) => {
+            return fail(&anyhow::Error::new(error).context("cannot start the async runtime"));
+        }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -101,9 +107,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn fail(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {}", one_line(error));
-    let conflict = error
-        .chain()
-        .any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Conflict { .. })));
+    let conflict = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::Conflict { .. })
+        )
+    });
     ExitCode::from(if conflict { 3 } else { 1 })
 }
 

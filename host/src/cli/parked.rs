@@ -31,9 +31,7 @@ pub enum ParkedCommand {
         subscription: Option<String>,
     },
     /// Drop a parked event for good, without handling it.
-    Skip {
-        id: i64,
-    },
+    Skip { id: i64 },
 }
 
 pub async fn run(database_url: &str, command: ParkedCommand) -> anyhow::Result<ExitCode> {
@@ -43,25 +41,56 @@ pub async fn run(database_url: &str, command: ParkedCommand) -> anyhow::Result<E
         ParkedCommand::List { subscription, json } => {
             let parked = store.parked(subscription.as_deref()).await?;
             if !json {
-                writeln!(out, "{:>6} {:<32} {:>10} {:<36} {:>8} {:<7} ERROR", "ID", "SUBSCRIPTION", "POSITION", "EVENT", "ATTEMPTS", "REPLAY")?;
+                writeln!(
+                    out,
+                    "{:>6} {:<32} {:>10} {:<36} {:>8} {:<7} ERROR",
+                    "ID", "SUBSCRIPTION", "POSITION", "EVENT", "ATTEMPTS", "REPLAY"
+                )?;
             }
             for entry in parked {
                 if json {
-                    writeln!(out, "{}", serde_json::to_string(&entry).context("cannot encode a parked event")?)?;
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::to_string(&entry).context("cannot encode a parked event")?
+                    )?;
                 } else {
-                    let replay = if entry.replay_requested { "pending" } else { "-" };
-                    writeln!(out, "{:>6} {:<32} {:>10} {:<36} {:>8} {:<7} {}", entry.id, entry.subscription, entry.position, entry.event_id, entry.attempts, replay, entry.error)?;
+                    let replay = if entry.replay_requested {
+                        "pending"
+                    } else {
+                        "-"
+                    };
+                    writeln!(
+                        out,
+                        "{:>6} {:<32} {:>10} {:<36} {:>8} {:<7} {}",
+                        entry.id,
+                        entry.subscription,
+                        entry.position,
+                        entry.event_id,
+                        entry.attempts,
+                        replay,
+                        entry.error
+                    )?;
                 }
             }
         }
-        ParkedCommand::Replay { id, subscription, .. } => {
+        ParkedCommand::Replay {
+            id, subscription, ..
+        } => {
             let selection = match id {
                 Some(id) => ParkedSelection::One(id),
                 None => ParkedSelection::AllOf(subscription.as_deref()),
             };
             let marked = store.request_replay(selection).await?;
-            anyhow::ensure!(marked > 0 || id.is_none(), "no parked event with id {}", id.unwrap_or_default());
-            writeln!(out, "{marked} parked event(s) marked for replay; the running daemon handles them next")?;
+            anyhow::ensure!(
+                marked > 0 || id.is_none(),
+                "no parked event with id {}",
+                id.unwrap_or_default()
+            );
+            writeln!(
+                out,
+                "{marked} parked event(s) marked for replay; the running daemon handles them next"
+            )?;
         }
         ParkedCommand::Skip { id } => {
             let skipped = store.skip_parked(ParkedSelection::One(id)).await?;

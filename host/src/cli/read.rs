@@ -32,7 +32,10 @@ enum Scope {
     /// The events of one aggregate type, in position order.
     Category { aggregate_type: String },
     /// The events of one stream, in version order.
-    Stream { aggregate_type: String, aggregate_id: String },
+    Stream {
+        aggregate_type: String,
+        aggregate_id: String,
+    },
 }
 
 pub async fn run(database_url: &str, args: ReadArgs) -> anyhow::Result<ExitCode> {
@@ -51,7 +54,9 @@ pub async fn run(database_url: &str, args: ReadArgs) -> anyhow::Result<ExitCode>
             let line = serde_json::to_string(event).context("cannot encode an event")?;
             match writeln!(stdout, "{line}") {
                 // The reader went away (`| head`): that is the end of the output, not a failure.
-                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
                 other => other.context("cannot write to stdout")?,
             }
         }
@@ -60,11 +65,23 @@ pub async fn run(database_url: &str, args: ReadArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn read_page(store: &Store, scope: &Scope, after: u64, limit: usize) -> anyhow::Result<Vec<Event>> {
+async fn read_page(
+    store: &Store,
+    scope: &Scope,
+    after: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<Event>> {
     Ok(match scope {
         Scope::All => store.read_positions(None, after, limit).await?,
-        Scope::Category { aggregate_type } => store.read_positions(Some(aggregate_type), after, limit).await?,
-        Scope::Stream { aggregate_type, aggregate_id } => {
+        Scope::Category { aggregate_type } => {
+            store
+                .read_positions(Some(aggregate_type), after, limit)
+                .await?
+        }
+        Scope::Stream {
+            aggregate_type,
+            aggregate_id,
+        } => {
             let stream = StreamId::new(aggregate_type, aggregate_id);
             store.read_stream(&stream, after + 1, limit).await?
         }

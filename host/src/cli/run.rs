@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::dispatch::{self, DispatchConfig};
 use crate::plugins;
-use crate::runtime::{Runtime, RuntimeConfig, DEFAULT_CACHE_DIR};
+use crate::runtime::{DEFAULT_CACHE_DIR, Runtime, RuntimeConfig};
 use crate::shutdown::ShutdownTrigger;
 use crate::store;
 
@@ -40,7 +40,8 @@ pub struct RunArgs {
 
 pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = store::connect(database_url).await?;
-    let runtime = Runtime::new(RuntimeConfig::daemon(&args.cache_dir)).context("cannot start the plugin runtime")?;
+    let runtime = Runtime::new(RuntimeConfig::daemon(&args.cache_dir))
+        .context("cannot start the plugin runtime")?;
     let loaded = plugins::load_folder(&runtime, &args.plugins).await?;
     if loaded.is_empty() {
         warn!(folder = %args.plugins.display(), "no plugin loaded: nothing to dispatch");

@@ -29,10 +29,13 @@ pub async fn run(database_url: &str, args: StateArgs) -> anyhow::Result<ExitCode
     let mut out = std::io::stdout().lock();
     let mut after: Option<String> = None;
     loop {
-        let page = store.state_scan(&args.subscription, &args.prefix, after.as_deref(), PAGE).await?;
+        let page = store
+            .state_scan(&args.subscription, &args.prefix, after.as_deref(), PAGE)
+            .await?;
         for (key, value) in &page {
             // Values are usually JSON documents: show them as such when they parse.
-            let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
             let line = serde_json::json!({ "key": key, "value": value });
             writeln!(out, "{line}").context("cannot write to stdout")?;
         }

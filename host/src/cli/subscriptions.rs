@@ -37,12 +37,17 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
         SubscriptionsCommand::List { json } => {
             let subscriptions = store.subscriptions().await?;
             if !json {
-                writeln!(out, "{:<32} {:<20} {:>10} {:>10} {:<8} {:<24} LAST ERROR", "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "PROGRESS")?;
+                writeln!(
+                    out,
+                    "{:<32} {:<20} {:>10} {:>10} {:<8} {:<24} LAST ERROR",
+                    "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "PROGRESS"
+                )?;
             }
             for subscription in subscriptions {
                 let lag = store.lag(&subscription.name).await?;
                 if json {
-                    let mut record = serde_json::to_value(&subscription).context("cannot encode a subscription")?;
+                    let mut record = serde_json::to_value(&subscription)
+                        .context("cannot encode a subscription")?;
                     record["lag"] = lag.into();
                     record["position"] = subscription.checkpoint.position().into();
                     writeln!(out, "{record}")?;
@@ -61,21 +66,33 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
                 }
             }
         }
-        SubscriptionsCommand::Reset { name, to, clear_state } => {
+        SubscriptionsCommand::Reset {
+            name,
+            to,
+            clear_state,
+        } => {
             let record = store.reset(&name, to, clear_state).await?;
             let lag = store.lag(&name).await?;
             let cleared = if clear_state { ", state cleared" } else { "" };
-            writeln!(out, "{name}: resumes after position {} ({lag} events to handle{cleared})", record.checkpoint.position())?;
+            writeln!(
+                out,
+                "{name}: resumes after position {} ({lag} events to handle{cleared})",
+                record.checkpoint.position()
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn progress_summary(progress: Option<&serde_json::Value>) -> String {
-    let Some(progress) = progress else { return "-".into() };
+    let Some(progress) = progress else {
+        return "-".into();
+    };
     let rate = progress["events_per_second"].as_f64().unwrap_or(0.0);
     match progress["eta_seconds"].as_u64() {
-        Some(eta) if progress["lag"].as_u64().unwrap_or(0) > 0 => format!("{rate:.0} ev/s, eta {eta}s"),
+        Some(eta) if progress["lag"].as_u64().unwrap_or(0) > 0 => {
+            format!("{rate:.0} ev/s, eta {eta}s")
+        }
         _ => format!("{rate:.0} ev/s"),
     }
 }

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use crate::event::Event;
 use crate::runtime::{Effects, HandleError, Plugin, PluginInfo, Reads};

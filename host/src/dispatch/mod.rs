@@ -87,7 +87,9 @@ pub async fn run(
                 StartFrom::Beginning => Checkpoint::ORIGIN,
                 StartFrom::Now => store.head().await?,
             };
-            let record = store.ensure_subscription(&name, &info.name, &filter, start).await?;
+            let record = store
+                .ensure_subscription(&name, &info.name, &filter, start)
+                .await?;
             let batch_size = dispatchable
                 .max_batch_size
                 .map_or(spec.batch_size, |cap| spec.batch_size.min(cap.max(1)));

@@ -17,7 +17,12 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new(interval: Duration) -> Self {
-        Self { interval, since: Instant::now(), handled: 0, reported_idle: false }
+        Self {
+            interval,
+            since: Instant::now(),
+            handled: 0,
+            reported_idle: false,
+        }
     }
 
     pub(crate) fn handled(&mut self, events: usize) {
@@ -48,8 +53,17 @@ impl Progress {
                 "eta_seconds": eta_seconds,
                 "measured_at": chrono::Utc::now(),
             });
-            info!(subscription, events_per_second = rate.round(), lag, eta_seconds, "progress");
-            if let Err(error) = store.record_status(subscription, "running", None, Some(&progress)).await {
+            info!(
+                subscription,
+                events_per_second = rate.round(),
+                lag,
+                eta_seconds,
+                "progress"
+            );
+            if let Err(error) = store
+                .record_status(subscription, "running", None, Some(&progress))
+                .await
+            {
                 warn!(subscription, %error, "cannot record progress");
             }
         }

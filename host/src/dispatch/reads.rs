@@ -1,7 +1,7 @@
 //! The runtime's [`Reads`] over the daemon's store: committed state and streams.
 
-use futures::future::BoxFuture;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use crate::event::{Event, StreamId, Version};
 use crate::runtime::{ReadError, Reads};
@@ -16,7 +16,11 @@ fn unavailable(error: StoreError) -> ReadError {
 }
 
 impl Reads for StoreReads {
-    fn state_get<'a>(&'a self, namespace: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<String>, ReadError>> {
+    fn state_get<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ReadError>> {
         async move { self.0.state_get(namespace, key).await.map_err(unavailable) }.boxed()
     }
 
@@ -36,7 +40,10 @@ impl Reads for StoreReads {
         .boxed()
     }
 
-    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Version, ReadError>> {
+    fn stream_version<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<Version, ReadError>> {
         async move { self.0.stream_version(stream).await.map_err(unavailable) }.boxed()
     }
 

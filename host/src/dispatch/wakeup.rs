@@ -11,7 +11,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError, NOTIFY_CHANNEL};
+use crate::store::{NOTIFY_CHANNEL, Store, StoreError};
 
 /// Starts listening; the receiver changes after every commit that appended events.
 pub async fn listen(store: &Store, shutdown: Shutdown) -> Result<watch::Receiver<u64>, StoreError> {

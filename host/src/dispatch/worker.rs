@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::DispatchConfig;
 use super::handler::Handler;
 use super::progress::Progress;
-use super::DispatchConfig;
 use crate::event::Event;
 use crate::runtime::{Effects, Reads, SubscriptionSpec};
 use crate::shutdown::Shutdown;
 use crate::store::{
-    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedEvent, PendingAppend, Store,
-    StoreError, SubscriptionStore,
+    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedEvent, PendingAppend,
+    Store, StoreError, SubscriptionStore,
 };
 
 /// Longest pause between re-reads after a wake-up that found nothing readable yet (on
@@ -138,7 +138,11 @@ impl Worker {
     /// Handles `entries` and commits; on failure retries (the whole batch up to the attempt
     /// budget; halves once), then splits, down to one event, which it parks.
     async fn process(&mut self, entries: &[BatchEntry], whole: bool) -> Result<(), StoreError> {
-        let attempts = if whole || entries.len() == 1 { self.config.max_attempts } else { 1 };
+        let attempts = if whole || entries.len() == 1 {
+            self.config.max_attempts
+        } else {
+            1
+        };
         let mut failure = None;
         for attempt in 1..=attempts {
             match self.attempt(entries).await? {
@@ -162,7 +166,10 @@ impl Worker {
                 }
             }
         }
-        let failure = failure.unwrap_or(Failure { message: "no attempt was made".into(), retryable: false });
+        let failure = failure.unwrap_or(Failure {
+            message: "no attempt was made".into(),
+            retryable: false,
+        });
         if let [entry] = entries {
             return self.park(entry, failure, attempts).await;
         }
@@ -174,13 +181,22 @@ impl Worker {
     /// One try: run the plugin on `entries`, commit on success. `Err` is a store failure
     /// the caller cannot fix by retrying the batch; `Ok(Err)` is a batch failure.
     async fn attempt(&mut self, entries: &[BatchEntry]) -> Result<Result<(), Failure>, StoreError> {
-        let Some(last) = entries.last() else { return Ok(Ok(())) };
+        let Some(last) = entries.last() else {
+            return Ok(Ok(()));
+        };
         let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
         let started = Instant::now();
-        let effects = match self.handler.handle(&self.spec.name, &events, Arc::clone(&self.reads)).await {
+        let effects = match self
+            .handler
+            .handle(&self.spec.name, &events, Arc::clone(&self.reads))
+            .await
+        {
             Ok(effects) => effects,
             Err(error) => {
-                return Ok(Err(Failure { retryable: error.is_retryable(), message: error.to_string() }));
+                return Ok(Err(Failure {
+                    retryable: error.is_retryable(),
+                    message: error.to_string(),
+                }));
             }
         };
         let commit = commit_for(&self.name, self.checkpoint, last.checkpoint, effects);
@@ -198,7 +214,12 @@ impl Worker {
         }
     }
 
-    async fn park(&mut self, entry: &BatchEntry, failure: Failure, attempts: u32) -> Result<(), StoreError> {
+    async fn park(
+        &mut self,
+        entry: &BatchEntry,
+        failure: Failure,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
         warn!(
             subscription = %self.name, event_id = %entry.event.id, position = entry.event.position,
             error = %failure.message, "parking the event"
@@ -219,10 +240,18 @@ impl Worker {
     /// with the effects, in one commit; a failure stays parked with the new error.
     async fn replay_parked(&mut self) -> Result<(), StoreError> {
         for (parked, event) in self.store.replay_requests(&self.name).await? {
-            let outcome = self.handler.handle(&self.spec.name, std::slice::from_ref(&event), Arc::clone(&self.reads)).await;
+            let outcome = self
+                .handler
+                .handle(
+                    &self.spec.name,
+                    std::slice::from_ref(&event),
+                    Arc::clone(&self.reads),
+                )
+                .await;
             let failure = match outcome {
                 Ok(effects) => {
-                    let mut commit = commit_for(&self.name, self.checkpoint, self.checkpoint, effects);
+                    let mut commit =
+                        commit_for(&self.name, self.checkpoint, self.checkpoint, effects);
                     commit.replayed = Some(parked.id);
                     match self.store.commit_batch(&commit).await {
                         Ok(()) => {
@@ -235,7 +264,10 @@ impl Worker {
                         },
                     }
                 }
-                Err(error) => Failure { retryable: false, message: error.to_string() },
+                Err(error) => Failure {
+                    retryable: false,
+                    message: error.to_string(),
+                },
             };
             self.repark(&parked, failure).await?;
         }
@@ -256,14 +288,21 @@ impl Worker {
 
     async fn record_failure(&self, failure: Option<&Failure>) {
         let message = failure.map(|failure| failure.message.as_str());
-        if let Err(error) = self.store.record_status(&self.name, "failing", message, None).await {
+        if let Err(error) = self
+            .store
+            .record_status(&self.name, "failing", message, None)
+            .await
+        {
             warn!(subscription = %self.name, %error, "cannot record the failure");
         }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.config.backoff_base.saturating_mul(factor).min(self.config.backoff_max)
+        self.config
+            .backoff_base
+            .saturating_mul(factor)
+            .min(self.config.backoff_max)
     }
 }
 
@@ -271,10 +310,16 @@ impl Worker {
 /// anything else is the store's.
 fn commit_failure(error: StoreError) -> Result<Result<(), Failure>, StoreError> {
     match error {
-        StoreError::Conflict { .. } => Ok(Err(Failure { message: error.to_string(), retryable: true })),
-        StoreError::PartialDuplicate { .. } | StoreError::PayloadTooLarge { .. } | StoreError::Invalid(_) => {
-            Ok(Err(Failure { message: error.to_string(), retryable: false }))
-        }
+        StoreError::Conflict { .. } => Ok(Err(Failure {
+            message: error.to_string(),
+            retryable: true,
+        })),
+        StoreError::PartialDuplicate { .. }
+        | StoreError::PayloadTooLarge { .. }
+        | StoreError::Invalid(_) => Ok(Err(Failure {
+            message: error.to_string(),
+            retryable: false,
+        })),
         other => Err(other),
     }
 }
@@ -284,7 +329,11 @@ fn commit_for(name: &str, from: Checkpoint, to: Checkpoint, effects: Effects) ->
     commit.appends = effects
         .emitted
         .into_iter()
-        .map(|emit| PendingAppend { stream: emit.stream, expected: emit.expected, events: emit.events })
+        .map(|emit| PendingAppend {
+            stream: emit.stream,
+            expected: emit.expected,
+            events: emit.events,
+        })
         .collect();
     commit.state = effects.state.into_iter().collect();
     commit

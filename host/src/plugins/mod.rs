@@ -50,11 +50,18 @@ pub enum PluginsError {
 
 /// The `.wasm` files of `dir`, in name order.
 pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
-    let folder_error = |source| PluginsError::Folder { path: dir.to_owned(), source };
+    let folder_error = |source| PluginsError::Folder {
+        path: dir.to_owned(),
+        source,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(folder_error)? {
         let path = entry.map_err(folder_error)?.path();
-        if path.extension().is_some_and(|extension| extension == "wasm") && path.is_file() {
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "wasm")
+            && path.is_file()
+        {
             files.push(path);
         }
     }
@@ -78,11 +85,16 @@ pub fn read_sidecar(wasm: &Path) -> Result<Sidecar, PluginsError> {
 /// Loads one plugin file with its sidecar.
 pub async fn load_plugin(runtime: &Runtime, path: &Path) -> Result<Dispatchable, PluginsError> {
     let sidecar = read_sidecar(path)?;
-    let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let label = path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let label = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
     let plugin = runtime.load(&label, bytes, sidecar.limits).await?;
     info!(file = %path.display(), plugin = %plugin.info().name, version = %plugin.info().version, cache = ?plugin.cache_outcome(), "plugin loaded");
     Ok(Dispatchable {

@@ -59,7 +59,10 @@ mod tests {
     #[test]
     fn text_form_round_trips_and_orders_by_tx_first() {
         let checkpoint = Checkpoint::new(7, 42);
-        assert_eq!(checkpoint.to_string().parse::<Checkpoint>().unwrap(), checkpoint);
+        assert_eq!(
+            checkpoint.to_string().parse::<Checkpoint>().unwrap(),
+            checkpoint
+        );
         assert!(Checkpoint::new(8, 1) > Checkpoint::new(7, 42));
         assert!("7".parse::<Checkpoint>().is_err());
         assert!("a:1".parse::<Checkpoint>().is_err());

@@ -13,11 +13,17 @@ pub enum StoreError {
     },
 
     /// Some, but not all, of an append's event ids were already stored.
-    #[error("{found} of the {total} event ids are already stored; an append is idempotent only when all of its ids were appended together to the same stream")]
+    #[error(
+        "{found} of the {total} event ids are already stored; an append is idempotent only when all of its ids were appended together to the same stream"
+    )]
     PartialDuplicate { found: usize, total: usize },
 
     #[error("event {index}: payload is {size} bytes, over the {limit}-byte cap")]
-    PayloadTooLarge { index: usize, size: usize, limit: usize },
+    PayloadTooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
 
     /// The subscription's checkpoint moved since the batch was read (another daemon
     /// committed it, or an operator reset the subscription): the batch must be dropped.
@@ -30,7 +36,9 @@ pub enum StoreError {
     #[error("invalid input: {0}")]
     Invalid(String),
 
-    #[error("unsupported database URL: expected postgres://... or sqlite://PATH (set --database-url or DATABASE_URL)")]
+    #[error(
+        "unsupported database URL: expected postgres://... or sqlite://PATH (set --database-url or DATABASE_URL)"
+    )]
     UnsupportedUrl,
 
     #[error("cannot connect to {target} (from --database-url or DATABASE_URL)")]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 pub use checkpoint::Checkpoint;
 pub use error::StoreError;
-pub use postgres::{PgStore, NOTIFY_CHANNEL};
+pub use postgres::{NOTIFY_CHANNEL, PgStore};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{
     BatchCommit, Park, ParkedEvent, ParkedSelection, PendingAppend, SubscriptionRecord,
@@ -151,9 +151,13 @@ pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
 /// [`connect`] with explicit limits.
 pub async fn connect_with(database_url: &str, limits: StoreLimits) -> Result<Store, StoreError> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Store::Postgres(PgStore::connect(database_url, limits).await?))
+        Ok(Store::Postgres(
+            PgStore::connect(database_url, limits).await?,
+        ))
     } else if database_url.starts_with("sqlite:") {
-        Ok(Store::Sqlite(SqliteStore::connect(database_url, limits).await?))
+        Ok(Store::Sqlite(
+            SqliteStore::connect(database_url, limits).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl)
     }
@@ -235,7 +239,9 @@ fn prepare(
         ));
     }
     if events.is_empty() {
-        return Err(StoreError::Invalid("an append needs at least one event".into()));
+        return Err(StoreError::Invalid(
+            "an append needs at least one event".into(),
+        ));
     }
     if events.len() > limits.max_events_per_append {
         return Err(StoreError::Invalid(format!(
@@ -257,7 +263,9 @@ fn prepare_event(
     limits: StoreLimits,
 ) -> Result<PreparedEvent, StoreError> {
     if event.event_type.is_empty() {
-        return Err(StoreError::Invalid(format!("event {index}: event_type must not be empty")));
+        return Err(StoreError::Invalid(format!(
+            "event {index}: event_type must not be empty"
+        )));
     }
     let payload = event.payload.to_string();
     if payload.len() > limits.max_payload_bytes {

@@ -13,8 +13,8 @@ use sqlx::types::Json;
 use sqlx::{Connection, Row};
 
 use super::{
-    from_sql_int, prepare, sql_int, sql_limit, Appended, AppendedEvent, BatchEntry, Checkpoint,
-    EventStore, Filter, PreparedEvent, StoreError, StoreLimits,
+    Appended, AppendedEvent, BatchEntry, Checkpoint, EventStore, Filter, PreparedEvent, StoreError,
+    StoreLimits, from_sql_int, prepare, sql_int, sql_limit,
 };
 use crate::event::{Event, ExpectedVersion, Metadata, Position, StreamId, Version};
 
@@ -73,7 +73,10 @@ impl PgStore {
         // hiding the cause (refused, unknown database, authentication...).
         let probe = PgConnection::connect_with(&options)
             .await
-            .map_err(|source| StoreError::Connect { target: target.clone(), source })?;
+            .map_err(|source| StoreError::Connect {
+                target: target.clone(),
+                source,
+            })?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -178,7 +181,11 @@ fn events_json(prepared: &[PreparedEvent]) -> String {
 }
 
 /// Turns the errors `eventhost.append_quiet()` raises on purpose into typed ones.
-pub(super) fn append_error(error: sqlx::Error, stream: &StreamId, expected: ExpectedVersion) -> StoreError {
+pub(super) fn append_error(
+    error: sqlx::Error,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+) -> StoreError {
     let Some(database_error) = error.as_database_error() else {
         return StoreError::Database(error);
     };
@@ -254,7 +261,9 @@ impl EventStore for PgStore {
         let prepared = prepare(stream, events, self.limits)?;
         let appended = match append_rows(&self.pool, stream, expected, &prepared).await {
             // The racing append has committed by now: the retry reports it as a duplicate.
-            Err(error) if is_id_race(&error) => append_rows(&self.pool, stream, expected, &prepared).await,
+            Err(error) if is_id_race(&error) => {
+                append_rows(&self.pool, stream, expected, &prepared).await
+            }
             other => other,
         }
         .map_err(|error| append_error(error, stream, expected))?;

@@ -5,8 +5,8 @@
 //! position alone. The file's folder is created on first use.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    from_sql_int, prepare, sql_int, sql_limit, Appended, AppendedEvent, BatchEntry, Checkpoint,
-    EventStore, Filter, PreparedEvent, StoreError, StoreLimits,
+    Appended, AppendedEvent, BatchEntry, Checkpoint, EventStore, Filter, PreparedEvent, StoreError,
+    StoreLimits, from_sql_int, prepare, sql_int, sql_limit,
 };
 use crate::event::{Event, ExpectedVersion, NewEvent, Position, StreamId, Version};
 
@@ -61,10 +61,11 @@ mod subscriptions;
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and runs pending migrations.
     pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
-            target: format!("SQLite database {url:?} (the URL does not parse)"),
-            source,
-        })?;
+        let options =
+            SqliteConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+                target: format!("SQLite database {url:?} (the URL does not parse)"),
+                source,
+            })?;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let path = options.get_filename().to_path_buf();
         if !in_memory {
@@ -98,7 +99,8 @@ impl SqliteStore {
     }
 
     pub(super) fn signal_append(&self) {
-        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        self.appended
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 }
 
@@ -125,9 +127,11 @@ fn duplicate_outcome(
     total: usize,
     mut stored: Vec<StoredId>,
 ) -> Result<Appended, StoreError> {
-    let same_stream = stored.iter().all(|(_, aggregate_type, aggregate_id, _, _)| {
-        *aggregate_type == stream.aggregate_type && *aggregate_id == stream.aggregate_id
-    });
+    let same_stream = stored
+        .iter()
+        .all(|(_, aggregate_type, aggregate_id, _, _)| {
+            *aggregate_type == stream.aggregate_type && *aggregate_id == stream.aggregate_id
+        });
     if stored.len() != total || !same_stream {
         return Err(StoreError::PartialDuplicate {
             found: stored.len(),
@@ -152,7 +156,8 @@ fn duplicate_outcome(
 }
 
 fn parse_id(text: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt(format!("event id {text:?} is not a UUID")))
+    Uuid::parse_str(text)
+        .map_err(|_| StoreError::Corrupt(format!("event id {text:?} is not a UUID")))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
@@ -343,7 +348,10 @@ impl EventStore for SqliteStore {
         let mut query = sqlx::query(sql)
             .bind(sql_int(after.position, "position")?)
             .bind(sql_limit(limit));
-        for (used, names) in [(by_type, &filter.aggregate_types), (by_event, &filter.event_types)] {
+        for (used, names) in [
+            (by_type, &filter.aggregate_types),
+            (by_event, &filter.event_types),
+        ] {
             if used {
                 let json = serde_json::to_string(names)
                     .map_err(|error| StoreError::Invalid(format!("filter: {error}")))?;

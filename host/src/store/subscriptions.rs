@@ -121,11 +121,16 @@ pub trait SubscriptionStore: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<SubscriptionRecord>, StoreError>> + Send;
 
-    fn subscriptions(&self) -> impl Future<Output = Result<Vec<SubscriptionRecord>, StoreError>> + Send;
+    fn subscriptions(
+        &self,
+    ) -> impl Future<Output = Result<Vec<SubscriptionRecord>, StoreError>> + Send;
 
     /// Commits a batch; fails with [`StoreError::CheckpointMoved`] if the checkpoint is no
     /// longer `commit.from`, and with a conflict if an append's expected version fails.
-    fn commit_batch(&self, commit: &BatchCommit) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit_batch(
+        &self,
+        commit: &BatchCommit,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records the daemon's view of a subscription, for `subscriptions list`.
     fn record_status(

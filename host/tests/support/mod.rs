@@ -31,7 +31,11 @@ impl PgDatabase {
             .await
             .expect("create the test database");
         let url = replace_database(&admin_url, &name);
-        Self { url, admin_url, name }
+        Self {
+            url,
+            admin_url,
+            name,
+        }
     }
 }
 
@@ -41,12 +45,16 @@ impl Drop for PgDatabase {
         let name = self.name.clone();
         // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(runtime) = runtime {
                 runtime.block_on(async {
                     if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
                         let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                            .execute(&mut admin)
+                            .await;
                     }
                 });
             }
@@ -61,7 +69,10 @@ fn replace_database(url: &str, name: &str) -> String {
         Some((base, query)) => (base, Some(query)),
         None => (url, None),
     };
-    let prefix_end = base.rfind('/').filter(|&slash| slash > "postgres://".len()).unwrap_or(base.len());
+    let prefix_end = base
+        .rfind('/')
+        .filter(|&slash| slash > "postgres://".len())
+        .unwrap_or(base.len());
     let mut replaced = format!("{}/{}", &base[..prefix_end], name);
     if let Some(query) = query {
         replaced.push('?');
@@ -78,7 +89,8 @@ pub struct SqliteFile {
 
 impl SqliteFile {
     pub fn create() -> Self {
-        let dir = std::env::temp_dir().join(format!("eventhost-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("eventhost-test-{}", uuid::Uuid::new_v4().simple()));
         let url = format!("sqlite://{}", dir.join("events.db").display());
         Self { url, dir }
     }

@@ -5,12 +5,12 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{append_error, append_rows, event_from_row, parse_tx, PgStore};
+use super::{PgStore, append_error, append_rows, event_from_row, parse_tx};
 use crate::event::{Event, Position};
 use crate::store::subscriptions::like_prefix;
 use crate::store::{
-    from_sql_int, prepare, sql_int, sql_limit, BatchCommit, Checkpoint, Filter, ParkedEvent,
-    ParkedSelection, StoreError, SubscriptionRecord, SubscriptionStore,
+    BatchCommit, Checkpoint, Filter, ParkedEvent, ParkedSelection, StoreError, SubscriptionRecord,
+    SubscriptionStore, from_sql_int, prepare, sql_int, sql_limit,
 };
 
 macro_rules! subscription_columns {
@@ -55,7 +55,10 @@ fn parked_from_row(row: &PgRow) -> Result<ParkedEvent, StoreError> {
 }
 
 impl PgStore {
-    async fn select_subscription(&self, name: &str) -> Result<Option<SubscriptionRecord>, StoreError> {
+    async fn select_subscription(
+        &self,
+        name: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             subscription_columns!(),
@@ -67,7 +70,11 @@ impl PgStore {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    async fn commit_in(&self, tx: &mut Transaction<'static, Postgres>, commit: &BatchCommit) -> Result<(), StoreError> {
+    async fn commit_in(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        commit: &BatchCommit,
+    ) -> Result<(), StoreError> {
         let moved = sqlx::query(
             "UPDATE eventhost.subscriptions
              SET checkpoint_tx = $2, checkpoint_position = $3, status = 'running',
@@ -92,10 +99,14 @@ impl PgStore {
                 .await
                 .map_err(|error| append_error(error, &append.stream, append.expected))?;
         }
-        let (set, deleted): (Vec<_>, Vec<_>) = commit.state.iter().partition(|(_, value)| value.is_some());
+        let (set, deleted): (Vec<_>, Vec<_>) =
+            commit.state.iter().partition(|(_, value)| value.is_some());
         if !set.is_empty() {
             let keys: Vec<&str> = set.iter().map(|(key, _)| key.as_str()).collect();
-            let values: Vec<&str> = set.iter().filter_map(|(_, value)| value.as_deref()).collect();
+            let values: Vec<&str> = set
+                .iter()
+                .filter_map(|(_, value)| value.as_deref())
+                .collect();
             sqlx::query(
                 "INSERT INTO eventhost.state (namespace, key, value)
                  SELECT $1, key, value FROM UNNEST($2::text[], $3::text[]) AS t(key, value)
@@ -132,11 +143,12 @@ impl PgStore {
             .await?;
         }
         if let Some(parked_id) = commit.replayed {
-            let resolved = sqlx::query("DELETE FROM eventhost.parked WHERE id = $1 AND subscription = $2")
-                .bind(parked_id)
-                .bind(&commit.subscription)
-                .execute(&mut **tx)
-                .await?;
+            let resolved =
+                sqlx::query("DELETE FROM eventhost.parked WHERE id = $1 AND subscription = $2")
+                    .bind(parked_id)
+                    .bind(&commit.subscription)
+                    .execute(&mut **tx)
+                    .await?;
             if resolved.rows_affected() != 1 {
                 return Err(StoreError::NotFound(format!("parked event {parked_id}")));
             }
@@ -249,7 +261,12 @@ impl SubscriptionStore for PgStore {
         Ok(count.map_or(0, from_sql_int))
     }
 
-    async fn reset(&self, name: &str, position: Position, clear_state: bool) -> Result<SubscriptionRecord, StoreError> {
+    async fn reset(
+        &self,
+        name: &str,
+        position: Position,
+        clear_state: bool,
+    ) -> Result<SubscriptionRecord, StoreError> {
         let checkpoint = self.checkpoint_at(position).await?;
         let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
@@ -293,7 +310,8 @@ impl SubscriptionStore for PgStore {
     async fn request_replay(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
         let query = match selection {
             ParkedSelection::One(id) => {
-                sqlx::query("UPDATE eventhost.parked SET replay_requested = true WHERE id = $1").bind(id)
+                sqlx::query("UPDATE eventhost.parked SET replay_requested = true WHERE id = $1")
+                    .bind(id)
             }
             ParkedSelection::AllOf(subscription) => sqlx::query(
                 "UPDATE eventhost.parked SET replay_requested = true
@@ -310,16 +328,21 @@ impl SubscriptionStore for PgStore {
 
     async fn skip_parked(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
         let query = match selection {
-            ParkedSelection::One(id) => sqlx::query("DELETE FROM eventhost.parked WHERE id = $1").bind(id),
-            ParkedSelection::AllOf(subscription) => {
-                sqlx::query("DELETE FROM eventhost.parked WHERE $1::text IS NULL OR subscription = $1")
-                    .bind(subscription)
+            ParkedSelection::One(id) => {
+                sqlx::query("DELETE FROM eventhost.parked WHERE id = $1").bind(id)
             }
+            ParkedSelection::AllOf(subscription) => sqlx::query(
+                "DELETE FROM eventhost.parked WHERE $1::text IS NULL OR subscription = $1",
+            )
+            .bind(subscription),
         };
         Ok(query.execute(self.pool()).await?.rows_affected())
     }
 
-    async fn replay_requests(&self, subscription: &str) -> Result<Vec<(ParkedEvent, Event)>, StoreError> {
+    async fn replay_requests(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<(ParkedEvent, Event)>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.id AS parked_id, p.subscription, p.event_id, p.event_position, p.error,
                     p.attempts, p.parked_at, p.replay_requested, e.order_tx::text AS order_tx,
@@ -337,13 +360,13 @@ impl SubscriptionStore for PgStore {
     }
 
     async fn state_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM eventhost.state WHERE namespace = $1 AND key = $2")
-                .bind(namespace)
-                .bind(key)
-                .fetch_optional(self.pool())
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM eventhost.state WHERE namespace = $1 AND key = $2",
         )
+        .bind(namespace)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     async fn state_scan(

@@ -6,12 +6,12 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{append_in, event_from_row, parse_json, SqliteStore};
+use super::{SqliteStore, append_in, event_from_row, parse_json};
 use crate::event::{Event, Position};
 use crate::store::subscriptions::like_prefix;
 use crate::store::{
-    from_sql_int, prepare, sql_int, sql_limit, BatchCommit, Checkpoint, Filter, ParkedEvent,
-    ParkedSelection, StoreError, SubscriptionRecord, SubscriptionStore,
+    BatchCommit, Checkpoint, Filter, ParkedEvent, ParkedSelection, StoreError, SubscriptionRecord,
+    SubscriptionStore, from_sql_int, prepare, sql_int, sql_limit,
 };
 
 macro_rules! subscription_columns {
@@ -33,7 +33,10 @@ fn record_from_row(row: &SqliteRow) -> Result<SubscriptionRecord, StoreError> {
         checkpoint: Checkpoint::new(0, from_sql_int(row.try_get("checkpoint_position")?)),
         status: row.try_get("status")?,
         last_error: row.try_get("last_error")?,
-        progress: progress.as_deref().map(|text| parse_json(text, "progress")).transpose()?,
+        progress: progress
+            .as_deref()
+            .map(|text| parse_json(text, "progress"))
+            .transpose()?,
         updated_at: row.try_get::<DateTime<Utc>, _>("updated_at")?,
     })
 }
@@ -58,7 +61,11 @@ fn names_json(names: &[String]) -> Result<String, StoreError> {
 }
 
 impl SqliteStore {
-    async fn commit_in(&self, conn: &mut SqliteConnection, commit: &BatchCommit) -> Result<(), StoreError> {
+    async fn commit_in(
+        &self,
+        conn: &mut SqliteConnection,
+        commit: &BatchCommit,
+    ) -> Result<(), StoreError> {
         let moved = sqlx::query(
             "UPDATE subscriptions
              SET checkpoint_position = ?2, status = 'running', last_error = NULL, updated_at = ?4
@@ -228,7 +235,12 @@ impl SubscriptionStore for SqliteStore {
         Ok(from_sql_int(count))
     }
 
-    async fn reset(&self, name: &str, position: Position, clear_state: bool) -> Result<SubscriptionRecord, StoreError> {
+    async fn reset(
+        &self,
+        name: &str,
+        position: Position,
+        clear_state: bool,
+    ) -> Result<SubscriptionRecord, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let updated = sqlx::query(
             "UPDATE subscriptions SET checkpoint_position = ?2, last_error = NULL, updated_at = ?3
@@ -288,13 +300,17 @@ impl SubscriptionStore for SqliteStore {
         let query = match selection {
             ParkedSelection::One(id) => sqlx::query("DELETE FROM parked WHERE id = ?1").bind(id),
             ParkedSelection::AllOf(subscription) => {
-                sqlx::query("DELETE FROM parked WHERE ?1 IS NULL OR subscription = ?1").bind(subscription)
+                sqlx::query("DELETE FROM parked WHERE ?1 IS NULL OR subscription = ?1")
+                    .bind(subscription)
             }
         };
         Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
-    async fn replay_requests(&self, subscription: &str) -> Result<Vec<(ParkedEvent, Event)>, StoreError> {
+    async fn replay_requests(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<(ParkedEvent, Event)>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.id AS parked_id, p.subscription, p.event_id AS parked_event_id,
                     p.event_position, p.error, p.attempts, p.parked_at, p.replay_requested,
@@ -312,11 +328,13 @@ impl SubscriptionStore for SqliteStore {
     }
 
     async fn state_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM state WHERE namespace = ?1 AND key = ?2")
-            .bind(namespace)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM state WHERE namespace = ?1 AND key = ?2")
+                .bind(namespace)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn state_scan(
