@@ -60,22 +60,22 @@ pub async fn run(database_url: &str, args: AppendArgs) -> anyhow::Result<ExitCod
     };
     let store = store::connect(database_url).await?;
     let mut stdout = std::io::stdout().lock();
-    let mut appended_count = 0usize;
     for (number, line) in (1..).zip(&lines) {
         let appended = store
             .append(&line.stream(), line.expected_version, &[line.new_event()])
             .await
-            .with_context(|| progress(number, lines.len(), appended_count))?;
-        appended_count += 1;
+            .with_context(|| progress(number, lines.len()))?;
         print_appended(&mut stdout, line, &appended)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn progress(number: usize, total: usize, appended: usize) -> String {
+/// Says which event of the input failed; the ones before it were appended, none after.
+fn progress(number: usize, total: usize) -> String {
     if total == 1 {
         "append failed".to_owned()
     } else {
+        let appended = number - 1;
         format!("event {number} of {total} failed ({appended} appended before it, none after)")
     }
 }
