@@ -39,15 +39,17 @@ CREATE INDEX events_type_order ON eventhost.events (event_type, order_tx, positi
 -- Appends `events` (a JSON array of {"id"?, "event_type", "payload", "metadata"?}) to the
 -- stream, atomically, inside the caller's transaction. `expected_version`: NULL for any,
 -- 0 for "the stream must not exist", n for "the stream must be at version n". A mismatch
--- raises SQLSTATE EH409 with the detail 'expected=<e> actual=<a>'. Payloads larger than the
--- setting eventhost.max_payload_bytes (default 1 MiB) raise SQLSTATE 54000. When every event carries
+-- raises SQLSTATE EH409 with the detail 'expected=<e> actual=<a>'. A payload whose jsonb text
+-- is longer than `max_payload_bytes` raises SQLSTATE 54000; NULL means the caller has checked
+-- payload sizes itself (the daemon does, on compact JSON, against its configured cap). When every event carries
 -- an id that is already stored in this stream, nothing is written and the stored rows come
 -- back with duplicate = true. Does not notify: see eventhost.append() below.
 CREATE FUNCTION eventhost.append_quiet(
     p_aggregate_type   text,
     p_aggregate_id     text,
     p_expected_version bigint,
-    p_events           jsonb
+    p_events           jsonb,
+    max_payload_bytes  bigint
 ) RETURNS TABLE (event_position bigint, event_version bigint, event_id uuid, duplicate boolean)
 LANGUAGE plpgsql
 AS $$
@@ -57,7 +59,6 @@ DECLARE
     v_found     bigint;
     v_version   bigint;
     v_order_tx  xid8;
-    v_cap       bigint := coalesce(nullif(current_setting('eventhost.max_payload_bytes', true), '')::bigint, 1048576);
 BEGIN
     IF p_aggregate_type IS NULL OR p_aggregate_type = '' OR p_aggregate_id IS NULL OR p_aggregate_id = '' THEN
         RAISE EXCEPTION 'eventhost.append: aggregate_type and aggregate_id must not be empty'
@@ -82,11 +83,11 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
-    IF EXISTS (
+    IF max_payload_bytes IS NOT NULL AND EXISTS (
         SELECT 1 FROM jsonb_array_elements(p_events) AS e
-        WHERE octet_length((e->'payload')::text) > v_cap
+        WHERE octet_length((e->'payload')::text) > max_payload_bytes
     ) THEN
-        RAISE EXCEPTION 'eventhost.append: a payload is larger than % bytes (eventhost.max_payload_bytes)', v_cap
+        RAISE EXCEPTION 'eventhost.append: a payload is larger than % bytes (eventhost.max_payload_bytes)', max_payload_bytes
             USING ERRCODE = '54000';
     END IF;
 
@@ -147,7 +148,8 @@ $$;
 
 -- The outbox way in: call it inside any application transaction. If the transaction rolls
 -- back, no event exists; when it commits, listeners on channel 'eventhost' are woken once
--- (PostgreSQL folds identical notifications of one transaction into one).
+-- (PostgreSQL folds identical notifications of one transaction into one). Payloads are
+-- capped by the setting eventhost.max_payload_bytes (default 1 MiB, measured on jsonb text).
 CREATE FUNCTION eventhost.append(
     aggregate_type   text,
     aggregate_id     text,
@@ -157,7 +159,9 @@ CREATE FUNCTION eventhost.append(
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM eventhost.append_quiet(aggregate_type, aggregate_id, expected_version, events);
+    RETURN QUERY SELECT * FROM eventhost.append_quiet(
+        aggregate_type, aggregate_id, expected_version, events,
+        coalesce(nullif(current_setting('eventhost.max_payload_bytes', true), '')::bigint, 1048576));
     PERFORM pg_notify('eventhost', '');
 END;
 $$;

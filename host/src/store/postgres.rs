@@ -120,7 +120,8 @@ impl PgStore {
     }
 }
 
-/// Runs `eventhost.append_quiet()` on `executor` (the pool, or a batch's transaction).
+/// Runs `eventhost.append_quiet()` on `executor` (the pool, or a batch's transaction). The
+/// payload cap is this store's, already checked by `prepare` on compact JSON.
 pub(super) async fn append_rows<'e>(
     executor: impl PgExecutor<'e>,
     stream: &StreamId,
@@ -134,7 +135,7 @@ pub(super) async fn append_rows<'e>(
     };
     let rows = sqlx::query(
         "SELECT event_position, event_version, event_id, duplicate
-         FROM eventhost.append_quiet($1, $2, $3, $4::text::jsonb)",
+         FROM eventhost.append_quiet($1, $2, $3, $4::text::jsonb, NULL)",
     )
     .bind(&stream.aggregate_type)
     .bind(&stream.aggregate_id)
