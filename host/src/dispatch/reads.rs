@@ -11,8 +11,16 @@ use crate::store::{EventStore, Store, StoreError, SubscriptionStore};
 #[derive(Debug, Clone)]
 pub struct StoreReads(pub Store);
 
+/// The error with its causes: "database error" alone would not tell the operator why.
 fn unavailable(error: StoreError) -> ReadError {
-    ReadError::new(error.to_string())
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ReadError::new(message)
 }
 
 impl Reads for StoreReads {

@@ -53,6 +53,16 @@ enum Step {
     Idle,
 }
 
+/// What became of a batch (or part of one) given to [`Worker::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Every event's effects (or its parking) committed.
+    Committed,
+    /// Shutdown came first: the events from the first uncommitted one on are left for the
+    /// next run, and the checkpoint stays before them.
+    Abandoned,
+}
+
 impl Worker {
     pub(crate) async fn run(mut self) {
         let mut progress = Progress::new(self.config.progress_interval);
@@ -77,8 +87,9 @@ impl Worker {
         if batch.is_empty() {
             return Ok(Step::Idle);
         }
-        self.process(&batch, true).await?;
-        progress.handled(batch.len());
+        if self.process(&batch, true).await? == Handled::Committed {
+            progress.handled(batch.len());
+        }
         Ok(Step::Worked)
     }
 
@@ -95,7 +106,8 @@ impl Worker {
             changed = self.wakeups.changed() => match changed {
                 Ok(()) => Some(Duration::from_millis(1)),
                 Err(_) => {
-                    tokio::time::sleep(poll).await;
+                    // No more wake-ups (the listener stopped): poll, still minding shutdown.
+                    self.pause(poll).await;
                     None
                 }
             },
@@ -136,8 +148,14 @@ impl Worker {
     }
 
     /// Handles `entries` and commits; on failure retries (the whole batch up to the attempt
-    /// budget; halves once), then splits, down to one event, which it parks.
-    async fn process(&mut self, entries: &[BatchEntry], whole: bool) -> Result<(), StoreError> {
+    /// budget; halves once), then splits, down to one event, which it parks. A shutdown
+    /// during a retry's pause abandons the rest: nothing after an uncommitted event may
+    /// commit, or its checkpoint would pass over that event.
+    async fn process(
+        &mut self,
+        entries: &[BatchEntry],
+        whole: bool,
+    ) -> Result<Handled, StoreError> {
         let attempts = if whole || entries.len() == 1 {
             self.config.max_attempts
         } else {
@@ -146,7 +164,7 @@ impl Worker {
         let mut failure = None;
         for attempt in 1..=attempts {
             match self.attempt(entries).await? {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Handled::Committed),
                 Err(failed) => {
                     warn!(
                         subscription = %self.name, attempt, size = entries.len(),
@@ -161,7 +179,7 @@ impl Worker {
                     self.record_failure(failure.as_ref()).await;
                     self.pause(self.backoff(attempt)).await;
                     if self.shutdown.is_requested() {
-                        return Ok(());
+                        return Ok(Handled::Abandoned);
                     }
                 }
             }
@@ -171,11 +189,14 @@ impl Worker {
             retryable: false,
         });
         if let [entry] = entries {
-            return self.park(entry, failure, attempts).await;
+            self.park(entry, failure, attempts).await?;
+            return Ok(Handled::Committed);
         }
         let (left, right) = entries.split_at(entries.len() / 2);
-        Box::pin(self.process(left, false)).await?;
-        Box::pin(self.process(right, false)).await
+        match Box::pin(self.process(left, false)).await? {
+            Handled::Committed => Box::pin(self.process(right, false)).await,
+            Handled::Abandoned => Ok(Handled::Abandoned),
+        }
     }
 
     /// One try: run the plugin on `entries`, commit on success. `Err` is a store failure

@@ -59,10 +59,13 @@ mod subscriptions;
 impl PgStore {
     /// Connects, creates the schema if needed and runs pending migrations.
     pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
-            target: "PostgreSQL (the URL does not parse)".into(),
-            source,
-        })?;
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|source| StoreError::Connect {
+                target: "PostgreSQL (the URL does not parse)".into(),
+                source,
+            })?
+            // The migrations' `IF NOT EXISTS` notices would reach the log on every start.
+            .options([("client_min_messages", "warning")]);
         let target = format!(
             "PostgreSQL at {}:{} (database {:?})",
             options.get_host(),
