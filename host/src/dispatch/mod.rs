@@ -15,14 +15,18 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
-use tracing::info;
+use std::collections::HashMap;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
 pub use handler::Handler;
 pub use reads::StoreReads;
 
-use crate::runtime::StartFrom;
-use crate::shutdown::Shutdown;
+use crate::runtime::{Reads, StartFrom, SubscriptionSpec};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{Checkpoint, EventStore, Filter, Store, StoreError, SubscriptionStore};
 use worker::Worker;
 
@@ -65,51 +69,225 @@ pub struct Dispatchable {
     pub max_batch_size: Option<u32>,
 }
 
+impl Dispatchable {
+    /// The batch size of the handler's subscription `name`, capped by the sidecar; `None`
+    /// when the handler has no such subscription.
+    pub fn batch_size(&self, name: &str) -> Option<usize> {
+        let spec = self.handler.info().subscription(name)?;
+        let size = self
+            .max_batch_size
+            .map_or(spec.batch_size, |cap| spec.batch_size.min(cap.max(1)));
+        Some(size as usize)
+    }
+}
+
+fn filter_of(spec: &SubscriptionSpec) -> Filter {
+    Filter {
+        aggregate_types: spec.aggregate_types.clone(),
+        event_types: spec.event_types.clone(),
+    }
+}
+
+/// A subscription's task.
+struct Running {
+    filter: Filter,
+    trigger: ShutdownTrigger,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the worker after its batch in flight and waits for it.
+    async fn stop(self) {
+        self.trigger.trigger();
+        if let Err(error) = self.task.await {
+            warn!(%error, "a subscription task ended abnormally");
+        }
+    }
+}
+
+/// A plugin's current version and its subscriptions' tasks.
+struct Installed {
+    slot: Arc<ArcSwap<Dispatchable>>,
+    workers: HashMap<String, Running>,
+}
+
+/// Runs the subscriptions of the plugins installed in it; plugins can be installed,
+/// replaced and removed while it runs.
+///
+/// Replacing a plugin swaps the version its workers take at their next batch (a batch in
+/// flight finishes on the version it started with). A subscription whose filter changed
+/// starts fresh: its worker stops after its batch, its checkpoint goes back to where the
+/// subscription starts and its state is cleared, and a new worker takes over. A
+/// subscription the new version no longer has stops; its checkpoint and state stay.
+pub struct Dispatcher {
+    store: Store,
+    config: DispatchConfig,
+    reads: Arc<dyn Reads>,
+    wakeups: watch::Receiver<u64>,
+    listener: ShutdownTrigger,
+    plugins: HashMap<String, Installed>,
+}
+
+impl Dispatcher {
+    /// Connects the wake-up listener; no plugin is installed yet.
+    pub async fn start(store: Store, config: DispatchConfig) -> Result<Self, StoreError> {
+        let (listener, listening) = ShutdownTrigger::new();
+        let wakeups = wakeup::listen(&store, listening).await?;
+        Ok(Self {
+            reads: Arc::new(StoreReads(store.clone())),
+            store,
+            config,
+            wakeups,
+            listener,
+            plugins: HashMap::new(),
+        })
+    }
+
+    /// Installs a plugin, or replaces the installed plugin of the same name.
+    pub async fn install(&mut self, dispatchable: Dispatchable) -> Result<(), StoreError> {
+        let info = dispatchable.handler.info().clone();
+        let Some(installed) = self.plugins.get_mut(&info.name) else {
+            let slot = Arc::new(ArcSwap::from_pointee(dispatchable));
+            let mut workers = HashMap::new();
+            for spec in &info.subscriptions {
+                let running = self.spawn(&info.name, spec, &slot, false).await?;
+                workers.insert(spec.name.clone(), running);
+            }
+            self.plugins
+                .insert(info.name.clone(), Installed { slot, workers });
+            return Ok(());
+        };
+        let changed: Vec<String> = installed
+            .workers
+            .iter()
+            .filter(|(name, running)| {
+                info.subscription(name)
+                    .is_none_or(|spec| filter_of(spec) != running.filter)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &changed {
+            if let Some(running) = installed.workers.remove(name) {
+                running.stop().await;
+                info!(plugin = %info.name, subscription = %name, "subscription stopped (dropped or changed by the new version)");
+            }
+        }
+        installed.slot.store(Arc::new(dispatchable));
+        let slot = Arc::clone(&installed.slot);
+        let missing: Vec<SubscriptionSpec> = info
+            .subscriptions
+            .iter()
+            .filter(|spec| !installed.workers.contains_key(&spec.name))
+            .cloned()
+            .collect();
+        for spec in missing {
+            let fresh = changed.contains(&spec.name);
+            let running = self.spawn(&info.name, &spec, &slot, fresh).await?;
+            if let Some(installed) = self.plugins.get_mut(&info.name) {
+                installed.workers.insert(spec.name.clone(), running);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a plugin's subscriptions after their batches in flight; checkpoints and state
+    /// stay, so installing it again resumes where it stopped.
+    pub async fn remove(&mut self, plugin: &str) {
+        if let Some(installed) = self.plugins.remove(plugin) {
+            for (name, running) in installed.workers {
+                running.stop().await;
+                let durable = format!("{plugin}.{name}");
+                if let Err(error) = self
+                    .store
+                    .record_status(&durable, "stopped", None, None)
+                    .await
+                {
+                    warn!(subscription = %durable, %error, "cannot record the stop");
+                }
+            }
+            info!(plugin, "plugin removed");
+        }
+    }
+
+    /// The names of the installed plugins.
+    pub fn plugins(&self) -> impl Iterator<Item = &str> {
+        self.plugins.keys().map(String::as_str)
+    }
+
+    /// Stops every subscription after its batch in flight and waits for them.
+    pub async fn stop(mut self) {
+        let plugins: Vec<String> = self.plugins.keys().cloned().collect();
+        for plugin in plugins {
+            if let Some(installed) = self.plugins.remove(&plugin) {
+                for running in installed.workers.into_values() {
+                    running.trigger.trigger();
+                    if let Err(error) = running.task.await {
+                        warn!(%error, "a subscription task ended abnormally");
+                    }
+                }
+            }
+        }
+        self.listener.trigger();
+    }
+
+    /// Creates or resumes the durable subscription and starts its worker. `fresh`: the
+    /// subscription's definition changed, so it restarts from its start with empty state.
+    async fn spawn(
+        &self,
+        plugin: &str,
+        spec: &SubscriptionSpec,
+        slot: &Arc<ArcSwap<Dispatchable>>,
+        fresh: bool,
+    ) -> Result<Running, StoreError> {
+        let name = format!("{plugin}.{}", spec.name);
+        let filter = filter_of(spec);
+        let start = match spec.start_from {
+            StartFrom::Beginning => Checkpoint::ORIGIN,
+            StartFrom::Now => self.store.head().await?,
+        };
+        let mut record = self
+            .store
+            .ensure_subscription(&name, plugin, &filter, start)
+            .await?;
+        if fresh {
+            record = self.store.reset(&name, start.position(), true).await?;
+            info!(subscription = %name, "filter changed: the subscription starts fresh, its state cleared");
+        }
+        info!(subscription = %name, checkpoint = %record.checkpoint, "subscription started");
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let worker = Worker {
+            store: self.store.clone(),
+            slot: Arc::clone(slot),
+            current: slot.load_full(),
+            subscription: spec.name.clone(),
+            name,
+            filter: filter.clone(),
+            config: self.config,
+            reads: Arc::clone(&self.reads),
+            wakeups: self.wakeups.clone(),
+            shutdown,
+            checkpoint: record.checkpoint,
+        };
+        Ok(Running {
+            filter,
+            trigger,
+            task: tokio::spawn(worker.run()),
+        })
+    }
+}
+
 /// Runs every subscription of `plugins` until `shutdown`; returns when all have stopped.
 pub async fn run(
     store: Store,
     plugins: Vec<Dispatchable>,
     config: DispatchConfig,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
 ) -> Result<(), StoreError> {
-    let wakeups = wakeup::listen(&store, shutdown.clone()).await?;
-    let reads: Arc<dyn crate::runtime::Reads> = Arc::new(StoreReads(store.clone()));
-    let mut tasks = JoinSet::new();
+    let mut dispatcher = Dispatcher::start(store, config).await?;
     for dispatchable in plugins {
-        let info = dispatchable.handler.info().clone();
-        for spec in info.subscriptions {
-            let name = format!("{}.{}", info.name, spec.name);
-            let filter = Filter {
-                aggregate_types: spec.aggregate_types.clone(),
-                event_types: spec.event_types.clone(),
-            };
-            let start = match spec.start_from {
-                StartFrom::Beginning => Checkpoint::ORIGIN,
-                StartFrom::Now => store.head().await?,
-            };
-            let record = store
-                .ensure_subscription(&name, &info.name, &filter, start)
-                .await?;
-            let batch_size = dispatchable
-                .max_batch_size
-                .map_or(spec.batch_size, |cap| spec.batch_size.min(cap.max(1)));
-            info!(subscription = %name, checkpoint = %record.checkpoint, batch_size, "subscription started");
-            let worker = Worker {
-                store: store.clone(),
-                handler: Arc::clone(&dispatchable.handler),
-                spec,
-                name,
-                filter,
-                batch_size: batch_size as usize,
-                config,
-                reads: Arc::clone(&reads),
-                wakeups: wakeups.clone(),
-                shutdown: shutdown.clone(),
-                checkpoint: record.checkpoint,
-            };
-            tasks.spawn(worker.run());
-        }
+        dispatcher.install(dispatchable).await?;
     }
-    while tasks.join_next().await.is_some() {}
+    shutdown.requested().await;
+    dispatcher.stop().await;
     Ok(())
 }

@@ -8,14 +8,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::DispatchConfig;
-use super::handler::Handler;
 use super::progress::Progress;
+use super::{DispatchConfig, Dispatchable};
 use crate::event::Event;
-use crate::runtime::{Effects, Reads, SubscriptionSpec};
+use crate::runtime::{Effects, Reads};
 use crate::shutdown::Shutdown;
 use crate::store::{
     BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedEvent, PendingAppend,
@@ -35,12 +35,16 @@ struct Failure {
 
 pub(crate) struct Worker {
     pub(crate) store: Store,
-    pub(crate) handler: Arc<dyn Handler>,
-    pub(crate) spec: SubscriptionSpec,
+    /// The plugin's current version; swapped by hot reload. Read once per batch.
+    pub(crate) slot: Arc<ArcSwap<Dispatchable>>,
+    /// The version handling the batch in flight (retries and splits included).
+    pub(crate) current: Arc<Dispatchable>,
+    /// The plugin's own name for the subscription.
+    pub(crate) subscription: String,
     /// The durable name, `<plugin>.<subscription>`.
     pub(crate) name: String,
+    /// Fixed for the worker's life: a version that changes it gets a fresh worker.
     pub(crate) filter: Filter,
-    pub(crate) batch_size: usize,
     pub(crate) config: DispatchConfig,
     pub(crate) reads: Arc<dyn Reads>,
     pub(crate) wakeups: watch::Receiver<u64>,
@@ -79,10 +83,15 @@ impl Worker {
     }
 
     async fn step(&mut self, progress: &mut Progress) -> Result<Step, StoreError> {
+        self.current = self.slot.load_full();
+        let Some(batch_size) = self.current.batch_size(&self.subscription) else {
+            // The new version dropped this subscription; the dispatcher is stopping us.
+            return Ok(Step::Idle);
+        };
         self.replay_parked().await?;
         let batch = self
             .store
-            .read_batch(self.checkpoint, &self.filter, self.batch_size)
+            .read_batch(self.checkpoint, &self.filter, batch_size)
             .await?;
         if batch.is_empty() {
             return Ok(Step::Idle);
@@ -208,8 +217,9 @@ impl Worker {
         let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
         let started = Instant::now();
         let effects = match self
+            .current
             .handler
-            .handle(&self.spec.name, &events, Arc::clone(&self.reads))
+            .handle(&self.subscription, &events, Arc::clone(&self.reads))
             .await
         {
             Ok(effects) => effects,
@@ -225,7 +235,7 @@ impl Worker {
             Ok(()) => {
                 self.checkpoint = commit.to;
                 debug!(
-                    plugin = %self.handler.info().name, subscription = %self.name,
+                    plugin = %self.current.handler.info().name, subscription = %self.name,
                     size = entries.len(), duration_us = started.elapsed().as_micros() as u64,
                     outcome = "committed", "batch"
                 );
@@ -262,9 +272,10 @@ impl Worker {
     async fn replay_parked(&mut self) -> Result<(), StoreError> {
         for (parked, event) in self.store.replay_requests(&self.name).await? {
             let outcome = self
+                .current
                 .handler
                 .handle(
-                    &self.spec.name,
+                    &self.subscription,
                     std::slice::from_ref(&event),
                     Arc::clone(&self.reads),
                 )
