@@ -58,7 +58,7 @@ enum Command {
     Migrate,
     /// Run a plugin against events from a JSONL file, with no database, and print what it did.
     Test(test::TestArgs),
-    /// Inspect plugin files.
+    /// Inspect plugin files; list the daemon's plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
     /// List subscriptions with their lag; reset one.
@@ -101,7 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test(args) => test::run(args).await,
-        Command::Plugins(command) => plugins::run(command).await,
+        Command::Plugins(command) => plugins::run(&cli.database_url, command).await,
     }
 }
 

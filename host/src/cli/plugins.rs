@@ -1,19 +1,28 @@
 //! `eventhost plugins`: inspect plugin files.
 //!
 //! `check` loads a file exactly as the daemon would (validation, import policy, `describe`)
-//! and prints what the plugin subscribes to, or why it is rejected (exit code 1).
+//! and prints what the plugin subscribes to, or why it is rejected (exit code 1). `list` shows
+//! what the daemon recorded of its plugins folder.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use crate::runtime::{Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec};
+use crate::store::{self, PluginRecords};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginsCommand {
     /// Load a plugin file as the daemon would and print its description, or why it is rejected.
     Check(CheckArgs),
+    /// The running daemon's plugin files: name, version, file, hash, loaded at, status.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -28,10 +37,47 @@ pub struct CheckArgs {
     cache_dir: PathBuf,
 }
 
-pub async fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(database_url: &str, command: PluginsCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginsCommand::Check(args) => check(args).await,
+        PluginsCommand::List { json } => list(database_url, json).await,
     }
+}
+
+async fn list(database_url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = store::connect(database_url).await?;
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:<20} {:<10} {:<40} {:<12} {:<20} STATUS",
+            "NAME", "VERSION", "FILE", "HASH", "LOADED AT"
+        )?;
+    }
+    for record in store.plugin_records().await? {
+        if json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&record).context("cannot encode a plugin record")?
+            )?;
+            continue;
+        }
+        let status = match &record.error {
+            Some(error) => format!("{}: {error}", record.status),
+            None => record.status.clone(),
+        };
+        writeln!(
+            out,
+            "{:<20} {:<10} {:<40} {:<12} {:<20} {status}",
+            record.name.as_deref().unwrap_or("-"),
+            record.version.as_deref().unwrap_or("-"),
+            record.file,
+            record.hash.get(..12).unwrap_or(&record.hash),
+            record.loaded_at.format("%Y-%m-%d %H:%M:%S"),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {

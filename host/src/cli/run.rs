@@ -1,6 +1,6 @@
-//! `eventhost run`: the daemon. Loads the plugins folder, then dispatches every
-//! subscription until SIGINT or SIGTERM; a second signal abandons batches in flight (their
-//! effects were never committed, so nothing is half-done).
+//! `eventhost run`: the daemon. Loads the plugins folder and dispatches every subscription,
+//! applying plugin files as they are added, replaced or removed, until SIGINT or SIGTERM; a
+//! second signal abandons batches in flight (their effects were never committed).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,10 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::{info, warn};
 
-use crate::dispatch::{self, DispatchConfig};
-use crate::plugins;
+use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::plugins::{Registry, Watcher};
 use crate::runtime::{DEFAULT_CACHE_DIR, Runtime, RuntimeConfig};
-use crate::shutdown::ShutdownTrigger;
 use crate::store;
 
 #[derive(Debug, clap::Args)]
@@ -42,10 +41,6 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     let store = store::connect(database_url).await?;
     let runtime = Runtime::new(RuntimeConfig::daemon(&args.cache_dir))
         .context("cannot start the plugin runtime")?;
-    let loaded = plugins::load_folder(&runtime, &args.plugins).await?;
-    if loaded.is_empty() {
-        warn!(folder = %args.plugins.display(), "no plugin loaded: nothing to dispatch");
-    }
     let mut config = DispatchConfig::for_store(&store);
     config.max_attempts = args.max_attempts;
     config.progress_interval = Duration::from_secs(args.progress_interval);
@@ -53,24 +48,38 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
         config.poll_interval = Duration::from_millis(poll.max(1));
     }
 
-    let (trigger, shutdown) = ShutdownTrigger::new();
-    let mut daemon = tokio::spawn(dispatch::run(store, loaded, config, shutdown));
-    info!(plugins = %args.plugins.display(), "eventhost is running; Ctrl-C to stop");
-    tokio::select! {
-        finished = &mut daemon => {
-            finished.context("the dispatcher panicked")??;
-            return Ok(ExitCode::SUCCESS);
+    // One spelling of every path: the watcher reports absolute ones.
+    let folder = std::fs::canonicalize(&args.plugins)
+        .with_context(|| format!("cannot open the plugins folder {}", args.plugins.display()))?;
+    // Watch first, so a file that lands during the initial load is not missed.
+    let mut watcher = Watcher::new(&folder)?;
+    let mut dispatcher = Dispatcher::start(store.clone(), config).await?;
+    let mut registry = Registry::new(runtime, store);
+    registry.load_folder(&folder, &mut dispatcher).await?;
+    if dispatcher.plugins().next().is_none() {
+        warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");
+    }
+    info!(plugins = %folder.display(), "eventhost is running; Ctrl-C to stop");
+    loop {
+        tokio::select! {
+            changes = watcher.changes() => {
+                let Some(paths) = changes else { break };
+                for path in paths {
+                    registry.apply(&path, &mut dispatcher).await;
+                }
+            }
+            signal = termination() => {
+                signal?;
+                break;
+            }
         }
-        signal = termination() => signal?,
     }
     info!("stopping: finishing the batches in flight (signal again to abandon them)");
-    trigger.trigger();
     tokio::select! {
-        finished = &mut daemon => finished.context("the dispatcher panicked")??,
+        () = dispatcher.stop() => {}
         signal = termination() => {
             signal?;
             warn!("abandoning the batches in flight: none of their effects were committed");
-            daemon.abort();
         }
     }
     info!("stopped");

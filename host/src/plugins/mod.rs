@@ -9,13 +9,18 @@
 //! ```
 //!
 //! A file that fails to load is reported and skipped: one bad plugin never stops the others.
+//! [`Watcher`] reports changes to the folder; [`Registry`] applies them to the dispatcher.
 
-use std::collections::HashSet;
+mod registry;
+mod watcher;
+
+pub use registry::Registry;
+pub use watcher::{DEBOUNCE, Watcher};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use tracing::{error, info};
 
 use crate::dispatch::Dispatchable;
 use crate::runtime::{Limits, LoadError, Runtime};
@@ -91,35 +96,23 @@ pub async fn load_plugin(runtime: &Runtime, path: &Path) -> Result<Dispatchable,
             path: path.to_owned(),
             source,
         })?;
+    load_bytes(runtime, path, bytes, sidecar).await
+}
+
+/// Loads a plugin from the bytes of the file at `path`, with its sidecar's settings.
+pub(crate) async fn load_bytes(
+    runtime: &Runtime,
+    path: &Path,
+    bytes: Vec<u8>,
+    sidecar: Sidecar,
+) -> Result<Dispatchable, PluginsError> {
     let label = path.file_name().map_or_else(
         || path.display().to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
     let plugin = runtime.load(&label, bytes, sidecar.limits).await?;
-    info!(file = %path.display(), plugin = %plugin.info().name, version = %plugin.info().version, cache = ?plugin.cache_outcome(), "plugin loaded");
     Ok(Dispatchable {
         handler: Arc::new(plugin),
         max_batch_size: sidecar.batch_size,
     })
-}
-
-/// Loads every plugin of `dir`; files that fail are logged and skipped, as are plugins whose
-/// name an earlier file already took.
-pub async fn load_folder(runtime: &Runtime, dir: &Path) -> Result<Vec<Dispatchable>, PluginsError> {
-    let mut loaded = Vec::new();
-    let mut names = HashSet::new();
-    for path in plugin_files(dir)? {
-        match load_plugin(runtime, &path).await {
-            Ok(dispatchable) => {
-                let name = &dispatchable.handler.info().name;
-                if !names.insert(name.clone()) {
-                    error!(file = %path.display(), plugin = %name, "plugin rejected: another file already provides a plugin of this name");
-                    continue;
-                }
-                loaded.push(dispatchable);
-            }
-            Err(error) => error!(file = %path.display(), error = %error, "plugin rejected"),
-        }
-    }
-    Ok(loaded)
 }

@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod error;
+mod plugins;
 mod postgres;
 mod sqlite;
 mod subscriptions;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 pub use checkpoint::Checkpoint;
 pub use error::StoreError;
+pub use plugins::{PluginRecord, PluginRecords};
 pub use postgres::{NOTIFY_CHANNEL, PgStore};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{
@@ -377,5 +379,15 @@ impl SubscriptionStore for Store {
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
         delegate!(self, store => store.state_scan(namespace, prefix, start_after, limit))
+    }
+}
+
+impl PluginRecords for Store {
+    async fn record_plugin(&self, record: &PluginRecord) -> Result<(), StoreError> {
+        delegate!(self, store => store.record_plugin(record))
+    }
+
+    async fn plugin_records(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        delegate!(self, store => store.plugin_records())
     }
 }

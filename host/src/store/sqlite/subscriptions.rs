@@ -360,3 +360,46 @@ impl SubscriptionStore for SqliteStore {
         .await?)
     }
 }
+
+impl crate::store::PluginRecords for SqliteStore {
+    async fn record_plugin(&self, record: &crate::store::PluginRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO plugins (file, name, version, hash, loaded_at, status, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (file) DO UPDATE
+                 SET name = excluded.name, version = excluded.version, hash = excluded.hash,
+                     loaded_at = excluded.loaded_at, status = excluded.status, error = excluded.error",
+        )
+        .bind(&record.file)
+        .bind(&record.name)
+        .bind(&record.version)
+        .bind(&record.hash)
+        .bind(record.loaded_at)
+        .bind(&record.status)
+        .bind(&record.error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn plugin_records(&self) -> Result<Vec<crate::store::PluginRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT file, name, version, hash, loaded_at, status, error FROM plugins ORDER BY file",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::store::PluginRecord {
+                    file: row.try_get("file")?,
+                    name: row.try_get("name")?,
+                    version: row.try_get("version")?,
+                    hash: row.try_get("hash")?,
+                    loaded_at: row.try_get::<DateTime<Utc>, _>("loaded_at")?,
+                    status: row.try_get("status")?,
+                    error: row.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+}
