@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::progress::Progress;
 use super::{DispatchConfig, Dispatchable};
@@ -214,8 +214,39 @@ impl Worker {
         let Some(last) = entries.last() else {
             return Ok(Ok(()));
         };
-        let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
+        let span = debug_span!(
+            "batch",
+            plugin = %self.current.handler.info().name,
+            subscription = %self.name,
+            size = entries.len(),
+            first_position = entries[0].event.position,
+            duration_us = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         let started = Instant::now();
+        let outcome = self
+            .handle_and_commit(entries, last.checkpoint)
+            .instrument(span.clone())
+            .await;
+        span.record("duration_us", started.elapsed().as_micros() as u64);
+        span.record(
+            "outcome",
+            match &outcome {
+                Ok(Ok(())) => "committed",
+                Ok(Err(_)) => "failed",
+                Err(_) => "store error",
+            },
+        );
+        span.in_scope(|| debug!("batch done"));
+        outcome
+    }
+
+    async fn handle_and_commit(
+        &mut self,
+        entries: &[BatchEntry],
+        to: Checkpoint,
+    ) -> Result<Result<(), Failure>, StoreError> {
+        let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
         let effects = match self
             .current
             .handler
@@ -230,15 +261,10 @@ impl Worker {
                 }));
             }
         };
-        let commit = commit_for(&self.name, self.checkpoint, last.checkpoint, effects);
+        let commit = commit_for(&self.name, self.checkpoint, to, effects);
         match self.store.commit_batch(&commit).await {
             Ok(()) => {
                 self.checkpoint = commit.to;
-                debug!(
-                    plugin = %self.current.handler.info().name, subscription = %self.name,
-                    size = entries.len(), duration_us = started.elapsed().as_micros() as u64,
-                    outcome = "committed", "batch"
-                );
                 Ok(Ok(()))
             }
             Err(error) => commit_failure(error),

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 use super::PluginsError;
@@ -28,6 +28,9 @@ impl Watcher {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 match event {
+                    // Reading a file (as the registry does to load it) is not a change:
+                    // reacting to it would reload the folder in a loop.
+                    Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
                     Ok(event) => {
                         for path in event.paths {
                             if let Some(wasm) = plugin_file(&path) {
