@@ -429,3 +429,161 @@ impl Host for HostState {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::event::ExpectedVersion;
+
+    /// Committed state `a`, `b`, `c`, `d` and a stream `order/o-1` at version 2.
+    struct Committed;
+
+    impl Reads for Committed {
+        fn state_get<'a>(
+            &'a self,
+            _: &'a str,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, ReadError>> {
+            Box::pin(async move {
+                Ok(["a", "b", "c", "d"]
+                    .contains(&key)
+                    .then(|| format!("old-{key}")))
+            })
+        }
+
+        fn state_scan<'a>(
+            &'a self,
+            _: &'a str,
+            prefix: &'a str,
+            after: Option<&'a str>,
+            limit: u32,
+        ) -> BoxFuture<'a, Result<Vec<(String, String)>, ReadError>> {
+            let entries = ["a", "b", "c", "d"]
+                .into_iter()
+                .filter(|key| key.starts_with(prefix) && after.is_none_or(|after| *key > after))
+                .take(limit as usize)
+                .map(|key| (key.to_owned(), format!("old-{key}")))
+                .collect();
+            Box::pin(async move { Ok(entries) })
+        }
+
+        fn stream_version<'a>(
+            &'a self,
+            stream: &'a StreamId,
+        ) -> BoxFuture<'a, Result<Version, ReadError>> {
+            let version = if stream.aggregate_id == "o-1" { 2 } else { 0 };
+            Box::pin(async move { Ok(version) })
+        }
+
+        fn read_stream<'a>(
+            &'a self,
+            _: &'a StreamId,
+            _: Version,
+            _: u32,
+        ) -> BoxFuture<'a, Result<Vec<Event>, ReadError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn batch() -> BatchState {
+        BatchState::new(
+            "p.s".to_owned(),
+            Arc::new(Committed),
+            Limits::default(),
+            &[],
+        )
+    }
+
+    fn event() -> wit::NewEvent {
+        wit::NewEvent {
+            id: None,
+            event_type: "e".to_owned(),
+            payload: "{}".to_owned(),
+            metadata: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_see_the_batch_own_writes_over_committed_state() {
+        let mut batch = batch();
+        batch.write_state("b".to_owned(), None).unwrap();
+        batch
+            .write_state("bb".to_owned(), Some("new-bb".to_owned()))
+            .unwrap();
+        batch
+            .write_state("c".to_owned(), Some("new-c".to_owned()))
+            .unwrap();
+        assert_eq!(batch.state_get("b".to_owned()).await.unwrap(), None);
+        assert_eq!(
+            batch.state_get("a".to_owned()).await.unwrap(),
+            Some("old-a".to_owned())
+        );
+        let page = batch.state_scan(String::new(), None, 3).await.unwrap();
+        let keys: Vec<(&str, &str)> = page
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(keys, [("a", "old-a"), ("bb", "new-bb"), ("c", "new-c")]);
+        let rest = batch
+            .state_scan(String::new(), Some("c".to_owned()), 3)
+            .await
+            .unwrap();
+        assert_eq!(rest, [("d".to_owned(), "old-d".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn emits_check_the_expected_version_against_earlier_emits_of_the_batch() {
+        let mut batch = batch();
+        let order = StreamId::new("order", "o-1");
+        let two = vec![event(), event()];
+        let emitted = batch
+            .emit(order.clone(), ExpectedVersion::Exact(2), two)
+            .await;
+        assert!(matches!(emitted, Ok(4)), "{emitted:?}");
+        let conflict = batch
+            .emit(order.clone(), ExpectedVersion::Exact(2), vec![event()])
+            .await;
+        assert!(matches!(
+            conflict,
+            Err(wit::HostError::Conflict(wit::VersionConflict {
+                actual: 4,
+                ..
+            }))
+        ));
+        let emitted = batch
+            .emit(order, ExpectedVersion::Exact(4), vec![event()])
+            .await;
+        assert!(matches!(emitted, Ok(5)), "{emitted:?}");
+        let fresh = StreamId::new("shipment", "s-1");
+        let emitted = batch
+            .emit(fresh, ExpectedVersion::NoStream, vec![event()])
+            .await;
+        assert!(matches!(emitted, Ok(1)), "{emitted:?}");
+    }
+
+    #[tokio::test]
+    async fn invalid_payloads_and_ids_are_refused_with_the_reason() {
+        let mut batch = batch();
+        let stream = StreamId::new("order", "o-2");
+        let bad_json = wit::NewEvent {
+            payload: "{oops".to_owned(),
+            ..event()
+        };
+        let refused = batch
+            .emit(stream.clone(), ExpectedVersion::Any, vec![bad_json])
+            .await;
+        assert!(
+            matches!(refused, Err(wit::HostError::Invalid(message)) if message.contains("not JSON"))
+        );
+        let bad_id = wit::NewEvent {
+            id: Some("nope".to_owned()),
+            ..event()
+        };
+        let refused = batch.emit(stream, ExpectedVersion::Any, vec![bad_id]).await;
+        assert!(
+            matches!(refused, Err(wit::HostError::Invalid(message)) if message.contains("not a UUID"))
+        );
+    }
+}
