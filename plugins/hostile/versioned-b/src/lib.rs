@@ -1,0 +1,36 @@
+//! hostile-versioned-b: release `b` of plugin `versioned`, for the hot-reload tests.
+//!
+//! Plugin `versioned` 1.0.0-b, subscription `all` (aggregate type `item`, batches of 5). For
+//! every event it appends its tag `b` to state key `seen/<event id>` and adds one to `count`;
+//! so a key holding two tags is an event handled twice, a missing key an event lost. Each
+//! batch also sets `tag` to `b`, so a test can see which release committed last.
+//! hostile-versioned-a is the same plugin, tagged `a`.
+
+use eventhost_sdk::{Event, HandlerError, Plugin, PluginInfo, Subscription, state};
+
+const TAG: &str = "b";
+
+struct Versioned;
+
+impl Plugin for Versioned {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("versioned", "1.0.0-b").subscription(
+            Subscription::new("all")
+                .aggregate_types(["item"])
+                .batch_size(5),
+        )
+    }
+
+    fn handle(_subscription: &str, batch: Vec<Event>) -> Result<(), HandlerError> {
+        for event in &batch {
+            let key = format!("seen/{}", event.id);
+            let seen = state::get::<String>(&key)?.unwrap_or_default();
+            state::set(&key, &(seen + TAG))?;
+        }
+        let count = state::get::<u64>("count")?.unwrap_or(0);
+        state::set("count", &(count + batch.len() as u64))?;
+        state::set("tag", TAG)
+    }
+}
+
+eventhost_sdk::export_plugin!(Versioned);
