@@ -18,10 +18,10 @@ use serde_json::json;
 /// The directory cargo builds into: `CARGO_TARGET_DIR` when absolute, else the ancestor of
 /// this test binary that holds cargo's `CACHEDIR.TAG`.
 fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        if dir.is_absolute() {
-            return dir;
-        }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from)
+        && dir.is_absolute()
+    {
+        return dir;
     }
     let exe = std::env::current_exe().expect("the test binary has a path");
     exe.ancestors()

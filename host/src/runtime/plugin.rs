@@ -27,6 +27,10 @@ use crate::event::Event;
 /// host call (epoch interruption only stops guest code).
 const GRACE: Duration = Duration::from_secs(1);
 
+/// In fuel mode, how many times its time limit a call may take in wall time before it is
+/// abandoned: generous, so that fuel (deterministic) and not the machine's speed decides.
+const FUEL_WALL_FACTOR: u32 = 6;
+
 /// How many of the guest's last stderr lines a trap's message quotes (a panic message).
 const STDERR_TAIL: usize = 3;
 
@@ -125,6 +129,7 @@ impl Plugin {
             .map_err(|error| failed(error, &logs))?;
         let events: Vec<wit::Event> = batch.iter().map(wit::Event::from).collect();
         let returned = call(
+            &self.shared,
             &self.pre,
             &self.limits,
             &mut store,
@@ -175,7 +180,7 @@ pub(crate) async fn describe(
 ) -> Result<wit::PluginInfo, HandleError> {
     let logs = LogSink::new(Arc::from(label), None, limits);
     let mut store = new_store(shared, limits, logs, None)?;
-    call(pre, limits, &mut store, async |handler, store| {
+    call(shared, pre, limits, &mut store, async |handler, store| {
         handler.call_describe(store).await
     })
     .await
@@ -213,15 +218,20 @@ fn new_store(
     Ok(store)
 }
 
-/// Instantiates the plugin in `store` and runs `body` on it, within the time limit plus
-/// [`GRACE`]; any failure is classified into a [`HandleError`].
+/// Instantiates the plugin in `store` and runs `body` on it within its wall-time budget; any
+/// failure is classified into a [`HandleError`].
 async fn call<R>(
+    shared: &Shared,
     pre: &HandlerPre<HostState>,
     limits: &Limits,
     store: &mut Store<HostState>,
     body: impl AsyncFnOnce(Handler, &mut Store<HostState>) -> wasmtime::Result<R>,
 ) -> Result<R, HandleError> {
-    let outcome = tokio::time::timeout(limits.time_per_batch() + GRACE, async {
+    let wall_budget = match shared.interruption {
+        Interruption::Epoch => limits.time_per_batch() + GRACE,
+        Interruption::Fuel => limits.time_per_batch() * FUEL_WALL_FACTOR,
+    };
+    let outcome = tokio::time::timeout(wall_budget, async {
         let handler = pre.instantiate_async(&mut *store).await?;
         body(handler, &mut *store).await
     })
