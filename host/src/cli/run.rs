@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::dispatch::{DispatchConfig, Dispatcher};
@@ -38,6 +39,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Listen before anything slow: a signal during start-up stops the daemon gracefully too.
+    let mut signals = Termination::listen()?;
     let store = store::connect(database_url).await?;
     let runtime = Runtime::new(RuntimeConfig::daemon(&args.cache_dir))
         .context("cannot start the plugin runtime")?;
@@ -62,23 +65,20 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     info!(plugins = %folder.display(), "eventhost is running; Ctrl-C to stop");
     loop {
         tokio::select! {
+            biased;
+            () = signals.next() => break,
             changes = watcher.changes() => {
                 let Some(paths) = changes else { break };
                 for path in paths {
                     registry.apply(&path, &mut dispatcher).await;
                 }
             }
-            signal = termination() => {
-                signal?;
-                break;
-            }
         }
     }
     info!("stopping: finishing the batches in flight (signal again to abandon them)");
     tokio::select! {
         () = dispatcher.stop() => {}
-        signal = termination() => {
-            signal?;
+        () = signals.next() => {
             warn!("abandoning the batches in flight: none of their effects were committed");
         }
     }
@@ -86,13 +86,25 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn termination() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        interrupt = tokio::signal::ctrl_c() => interrupt.context("cannot listen for SIGINT")?,
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, listened to from the moment it is made: a signal that arrives while
+/// the daemon is busy (loading a plugin file) is kept until `next` is awaited.
+struct Termination {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Termination {
+    fn listen() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }

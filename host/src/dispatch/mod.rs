@@ -245,11 +245,15 @@ impl Dispatcher {
             StartFrom::Beginning => Checkpoint::ORIGIN,
             StartFrom::Now => self.store.head().await?,
         };
+        // The definition may have changed while the plugin was not running (file removed,
+        // daemon stopped): compare with the stored one, not only with a running worker.
+        let stored = self.store.subscription(&name).await?;
+        let changed = stored.is_some_and(|record| record.filter != filter);
         let mut record = self
             .store
             .ensure_subscription(&name, plugin, &filter, start)
             .await?;
-        if fresh {
+        if fresh || changed {
             record = self.store.reset(&name, start.position(), true).await?;
             info!(subscription = %name, "filter changed: the subscription starts fresh, its state cleared");
         }
