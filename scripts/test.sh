@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of the project: builds the WebAssembly plugins the tests load, then runs
-# the whole workspace's tests. PostgreSQL tests use DATABASE_URL (default
-# postgres://root@127.0.0.1:5432/test) and fail when no server answers.
+# the whole workspace's tests, and ends with one line totalling every suite. PostgreSQL
+# tests use DATABASE_URL (default postgres://root@127.0.0.1:5432/test) and fail when no
+# server answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i + 1) ~ /^passed/) p += $i; if ($(i + 1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
