@@ -1,5 +1,6 @@
 //! The store's guarantees, checked identically against PostgreSQL and SQLite.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashSet;
@@ -358,31 +359,6 @@ async fn read_everything(
     let extra = store.read_batch(checkpoint, filter, page).await.unwrap();
     assert!(extra.is_empty(), "more events than expected: {extra:?}");
     events
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = crate::support::PgDatabase::create().await;
-                    let store = eventhost::store::PgStore::connect(&db.url, Default::default()).await.unwrap();
-                    super::$name(&store).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let file = crate::support::SqliteFile::create();
-                    let store = eventhost::store::SqliteStore::connect(&file.url, Default::default()).await.unwrap();
-                    super::$name(&store).await;
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

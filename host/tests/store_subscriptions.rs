@@ -1,6 +1,7 @@
 //! Durable subscriptions' guarantees, checked identically against PostgreSQL and SQLite:
 //! a batch's effects and checkpoint commit together or not at all, and only once.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -321,31 +322,6 @@ async fn state_scans_by_exact_prefix_in_key_order<S: EventStore + SubscriptionSt
         keys(store.state_scan(SUB, "", None, 3).await.unwrap()),
         ["A/3", "a%", "a/1"]
     );
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = crate::support::PgDatabase::create().await;
-                    let store = eventhost::store::PgStore::connect(&db.url, Default::default()).await.unwrap();
-                    super::$name(&store).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let file = crate::support::SqliteFile::create();
-                    let store = eventhost::store::SqliteStore::connect(&file.url, Default::default()).await.unwrap();
-                    super::$name(&store).await;
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

@@ -101,3 +101,32 @@ impl Drop for SqliteFile {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Declares, for each named `async fn(&Store)`, one test against a fresh PostgreSQL
+/// database (module `postgres`) and one against a fresh SQLite file (module `sqlite`): one
+/// suite of guarantees, run identically on both stores.
+#[allow(unused_macros)] // Only the conformance suites use it.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::support::PgDatabase::create().await;
+                    let store = eventhost::store::PgStore::connect(&db.url, Default::default()).await.unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let file = crate::support::SqliteFile::create();
+                    let store = eventhost::store::SqliteStore::connect(&file.url, Default::default()).await.unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
