@@ -234,11 +234,13 @@ impl<'a> Follower<'a> {
     async fn wait_for(&mut self, total: usize) {
         let deadline = Instant::now() + DELIVERY_DEADLINE;
         while self.read.len() < total {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {total} events delivered after {DELIVERY_DEADLINE:?}",
-                self.read.len()
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "only {} of {total} events delivered after {DELIVERY_DEADLINE:?}; {}",
+                    self.read.len(),
+                    support::oldest_open_transaction(self.store.pool()).await
+                );
+            }
             if self.poll().await == 0 {
                 sleep(Duration::from_millis(10)).await;
             }
@@ -853,4 +855,40 @@ async fn events_a_long_transaction_appends_late_are_not_skipped_by_checkpoints_t
         assert_eq!(resumed.ids(), [late, early, later]);
         resumed.expect_nothing_new_for(QUIET_PERIOD).await;
     }
+}
+
+/// Transaction ids are compared as numbers, not as text: an event of transaction 9 comes
+/// before one of transaction 10 (as text, "10" sorts first), in `read_batch` and in `head`.
+#[tokio::test]
+async fn events_are_ordered_by_transaction_id_as_a_number_across_a_change_in_digit_count() {
+    let f = fixture().await;
+    let insert = "INSERT INTO eventhost.events
+                      (order_tx, id, aggregate_type, aggregate_id, version, event_type, payload)
+                  VALUES ($1::text::xid8, $2, 'order', $3, 1, 'order.created', '{}')";
+    let (ten, nine) = (Uuid::new_v4(), Uuid::new_v4());
+    for (tx, id, stream) in [("10", ten, "o-10"), ("9", nine, "o-9")] {
+        sqlx::query(insert)
+            .bind(tx)
+            .bind(id)
+            .bind(stream)
+            .execute(&f.app)
+            .await
+            .expect("insert an event with a chosen transaction id");
+    }
+
+    let first = f
+        .store
+        .read_batch(Checkpoint::ORIGIN, &Filter::default(), 1)
+        .await
+        .expect("read_batch");
+    assert_eq!(first[0].event.id, nine);
+    assert!(first[0].checkpoint.to_string().starts_with("9:"));
+    let second = f
+        .store
+        .read_batch(first[0].checkpoint, &Filter::default(), 10)
+        .await
+        .expect("read_batch");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].event.id, ten);
+    assert_eq!(f.store.head().await.expect("head"), second[0].checkpoint);
 }

@@ -389,16 +389,20 @@ async fn follow_live(store: PgStore, total: watch::Receiver<Option<usize>>) -> R
             continue;
         }
         log.empty_reads += 1;
-        if let Some(total) = *total.borrow() {
+        let total = *total.borrow();
+        if let Some(total) = total {
             if log.events.len() >= total {
                 break;
             }
             let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_DEADLINE);
-            assert!(
-                Instant::now() < deadline,
-                "the reader has {} of {total} committed events {DRAIN_DEADLINE:?} after the writers stopped",
-                log.events.len()
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "the reader has {} of {total} committed events {DRAIN_DEADLINE:?} after the \
+                     writers stopped; {}",
+                    log.events.len(),
+                    support::oldest_open_transaction(store.pool()).await
+                );
+            }
         }
         sleep(Duration::from_millis(2)).await;
     }

@@ -48,7 +48,8 @@ macro_rules! batch_query {
              WHERE (order_tx, position) > ($1::text::xid8, $2)
                AND order_tx < pg_snapshot_xmin(pg_current_snapshot()) ",
             $filter,
-            " ORDER BY order_tx, position LIMIT $3"
+            // Qualified: a bare `order_tx` would name the text alias above and sort as text.
+            " ORDER BY events.order_tx, events.position LIMIT $3"
         )
     };
 }
@@ -371,7 +372,7 @@ impl EventStore for PgStore {
         let row = sqlx::query(
             "SELECT order_tx::text AS order_tx, position FROM eventhost.events
              WHERE order_tx < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY order_tx DESC, position DESC LIMIT 1",
+             ORDER BY events.order_tx DESC, events.position DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;

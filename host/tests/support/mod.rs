@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 
 pub const DEFAULT_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/test";
 
@@ -129,4 +129,23 @@ macro_rules! conformance {
             )*
         }
     };
+}
+
+/// The oldest transaction in the cluster holding a transaction id: what holds `read_batch`
+/// back when events do not arrive. For failure messages.
+pub async fn oldest_open_transaction(pool: &PgPool) -> String {
+    let row: Option<(i32, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT pid, datname::text, (now() - xact_start)::text, left(query, 120)
+         FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+         ORDER BY age(backend_xid) DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap_or(None);
+    match row {
+        None => "no transaction holds an id".to_owned(),
+        Some((pid, database, age, query)) => format!(
+            "oldest open transaction: pid {pid} in {database:?}, open for {age:?}, running {query:?}"
+        ),
+    }
 }
