@@ -1,7 +1,8 @@
 //! The daemon end to end: the real `eventhost` binary, the example plugins from `dist/` and a
 //! real database. Events appended with `eventhost append --file` and (PostgreSQL) with
 //! `eventhost.append(...)` inside application transactions produce exactly the state and the
-//! events the plugins' specifications describe; the daemon exits 0 on SIGTERM and SIGINT;
+//! events the plugins' specifications describe; a reset of an idle subscription makes the
+//! running daemon rebuild the projection; the daemon exits 0 on SIGTERM and SIGINT;
 //! operator commands on unknown names fail with one clear error line.
 //!
 //! The plugins are built by `bash scripts/build-plugins.sh`; a missing one fails the test.
@@ -97,6 +98,34 @@ async fn appended_events_produce_the_exact_projection_and_one_shipment_per_paid_
             "subscriptions list --json: {subscription}"
         );
     }
+
+    // The operator rebuilds the projection while the daemon idles: no new event arrives, the
+    // running daemon notices the reset and handles everything again, from a cleared state.
+    deployment
+        .cli_ok(&[
+            "subscriptions",
+            "reset",
+            TOTALS,
+            "--to",
+            "0",
+            "--clear-state",
+        ])
+        .await;
+    daemon
+        .wait_until(
+            "the projection rebuilt after the reset",
+            CATCH_UP,
+            || async {
+                let rebuilt = projection(&store).await;
+                if rebuilt == expected {
+                    Ok(())
+                } else {
+                    Err(format!("{} of {} keys", rebuilt.len(), expected.len()))
+                }
+            },
+        )
+        .await;
+    assert_one_shipment_per_paid_order(&deployment, &paid_orders).await;
     daemon.stop().await;
 }
 

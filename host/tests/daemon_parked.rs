@@ -104,6 +104,10 @@ async fn a_poison_event_is_parked_then_replayed_exactly_once_by_the_fixed_plugin
     assert_eq!(entry["subscription"], SUBSCRIPTION);
     assert_eq!(entry["event_id"], json!(poison));
     assert_eq!(entry["replay_requested"], false);
+    assert_eq!(
+        entry["attempts"], 1,
+        "a non-retryable failure is tried once alone before it is parked"
+    );
     let error = entry["error"]
         .as_str()
         .expect("the parked event carries its error");

@@ -1,6 +1,8 @@
 //! `eventhost subscriptions`: list subscriptions with their lag, reset one to a position.
 //! Safe while the daemon runs: a reset moves the checkpoint the daemon's next commit checks,
-//! so the batch in flight is dropped and the daemon resumes from the new checkpoint.
+//! so the batch in flight is dropped and the daemon resumes from the new checkpoint; an idle
+//! subscription notices on its next empty read (the reset wakes PostgreSQL daemons; SQLite
+//! daemons see it within their poll interval).
 
 use std::io::Write;
 use std::process::ExitCode;

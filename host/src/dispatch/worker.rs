@@ -94,7 +94,11 @@ impl Worker {
             .read_batch(self.checkpoint, &self.filter, batch_size)
             .await?;
         if batch.is_empty() {
-            return Ok(Step::Idle);
+            return Ok(if self.adopt_moved_checkpoint().await? {
+                Step::Worked
+            } else {
+                Step::Idle
+            });
         }
         if self.process(&batch, true).await? == Handled::Committed {
             progress.handled(batch.len());
@@ -131,6 +135,25 @@ impl Worker {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.requested() => {}
         }
+    }
+
+    /// Takes the stored checkpoint when an operator's reset (or another daemon) moved it
+    /// while this subscription had nothing to read: otherwise an idle subscription would
+    /// only notice at its next commit. Checked after every empty read, one primary-key
+    /// lookup.
+    async fn adopt_moved_checkpoint(&mut self) -> Result<bool, StoreError> {
+        let Some(record) = self.store.subscription(&self.name).await? else {
+            return Ok(false);
+        };
+        if record.checkpoint == self.checkpoint {
+            return Ok(false);
+        }
+        info!(
+            subscription = %self.name, from = %self.checkpoint, to = %record.checkpoint,
+            "checkpoint moved (reset or another daemon); resuming from the stored one"
+        );
+        self.checkpoint = record.checkpoint;
+        Ok(true)
     }
 
     /// After a store error: say so, wait, and carry on from the stored checkpoint (which an
@@ -171,7 +194,9 @@ impl Worker {
             1
         };
         let mut failure = None;
+        let mut made = 0;
         for attempt in 1..=attempts {
+            made = attempt;
             match self.attempt(entries).await? {
                 Ok(()) => return Ok(Handled::Committed),
                 Err(failed) => {
@@ -198,7 +223,7 @@ impl Worker {
             retryable: false,
         });
         if let [entry] = entries {
-            self.park(entry, failure, attempts).await?;
+            self.park(entry, failure, made).await?;
             return Ok(Handled::Committed);
         }
         let (left, right) = entries.split_at(entries.len() / 2);
