@@ -134,7 +134,9 @@ macro_rules! conformance {
 /// The oldest transaction in the cluster holding a transaction id: what holds `read_batch`
 /// back when events do not arrive. For failure messages.
 pub async fn oldest_open_transaction(pool: &PgPool) -> String {
-    let row: Option<(i32, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+    /// pid, database, age, query.
+    type Activity = (i32, Option<String>, Option<String>, Option<String>);
+    let row: Option<Activity> = sqlx::query_as(
         "SELECT pid, datname::text, (now() - xact_start)::text, left(query, 120)
          FROM pg_stat_activity WHERE backend_xid IS NOT NULL
          ORDER BY age(backend_xid) DESC LIMIT 1",
