@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Rust example and hostile plugins as wasm32-wasip2 components (release) and
-# copies them into dist/plugins/ (examples) and dist/hostile/ (hostile test plugins).
+# Builds the example plugins into dist/plugins/ (Rust: order-totals, shipping-policy, counter;
+# Python: order-totals-py; JavaScript: order-totals-js) and the Rust hostile test plugins into
+# dist/hostile/. The Python and JavaScript builds install their tools on first use
+# (componentize-py in a virtualenv under ~/.cache/eventhost-tools, componentize-js with npm).
 # Idempotent: re-running rebuilds only what changed and overwrites the copies.
 # Respects CARGO_TARGET_DIR (default: target/ in the workspace). Usage: bash scripts/build-plugins.sh
 set -euo pipefail
@@ -34,3 +36,6 @@ copy() {
 
 for name in "${examples[@]}"; do copy "$name" "dist/plugins/$name.wasm"; done
 for name in "${hostile[@]}"; do copy "hostile-$name" "dist/hostile/hostile-$name.wasm"; done
+
+bash plugins/python/build.sh
+bash plugins/javascript/build.sh

@@ -84,6 +84,11 @@ fn target_dir() -> PathBuf {
         .expect("the test binary lives in a cargo target directory")
 }
 
+/// The compile cache every test's daemon and `eventhost test` run share.
+pub fn compile_cache() -> PathBuf {
+    target_dir().join("daemon-e2e-cache")
+}
+
 /// What an operator deploys: a plugins folder and a database, plus this test's log folder.
 /// The compile cache is shared by all tests (artifacts are keyed by the wasm's hash and
 /// written atomically), so only the first daemon pays for compilation.
@@ -110,7 +115,7 @@ impl Deployment {
             database_url: database_url.to_owned(),
             root,
             plugins,
-            cache: target_dir().join("daemon-e2e-cache"),
+            cache: compile_cache(),
             logs,
             runs: 0,
         }
