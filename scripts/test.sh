@@ -6,6 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
+# The SQL-driver example (examples/sql) runs in the tools virtualenv the Python build made.
+tools="${EVENTHOST_TOOLS:-$HOME/.cache/eventhost-tools}/python"
+if ! cmp -s examples/sql/requirements.txt "$tools/.sql-requirements.txt"; then
+    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check -r examples/sql/requirements.txt
+    cp examples/sql/requirements.txt "$tools/.sql-requirements.txt"
+fi
+# The JavaScript plugin's payload decoder has unit tests of its own.
+(cd plugins/javascript/order-totals && npm test --silent)
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
