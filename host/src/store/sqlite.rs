@@ -85,7 +85,7 @@ impl SqliteStore {
                 target: format!("SQLite database {}", path.display()),
                 source,
             })?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        migrate(&pool).await?;
         Ok(Self {
             pool,
             limits,
@@ -101,6 +101,29 @@ impl SqliteStore {
     pub(super) fn signal_append(&self) {
         self.appended
             .send_modify(|count| *count = count.wrapping_add(1));
+    }
+}
+
+/// How many times migrating may meet another process migrating the same new file.
+const MIGRATION_ATTEMPTS: u32 = 5;
+
+/// Runs pending migrations. SQLite has no migration lock: two processes opening a new file
+/// at once (the daemon and a CLI command) may both try to apply a migration, and the later
+/// one fails on the tables the earlier one made. Each migration is one transaction, so trying
+/// again finds it applied and goes on with the next.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("../migrations/sqlite");
+    let mut attempt = 1;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < MIGRATION_ATTEMPTS => {
+                tracing::debug!(%error, attempt, "migrating failed; another process may be migrating");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
