@@ -157,6 +157,11 @@ impl BatchState {
                 "a stream needs an aggregate-type and an aggregate-id".to_owned(),
             ));
         }
+        if events.is_empty() {
+            return Err(wit::HostError::Invalid(
+                "emit needs at least one event".to_owned(),
+            ));
+        }
         let events = self.checked_events(events)?;
         let actual = match self.versions.get(&stream) {
             Some(version) => *version,
@@ -531,6 +536,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rest, [("d".to_owned(), "old-d".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn an_emit_of_no_events_is_refused_at_the_call_and_records_nothing() {
+        let mut batch = batch();
+        let order = StreamId::new("order", "o-1");
+        let emitted = batch.emit(order, ExpectedVersion::Any, Vec::new()).await;
+        assert!(
+            matches!(&emitted, Err(wit::HostError::Invalid(message)) if message.contains("at least one event")),
+            "{emitted:?}"
+        );
+        assert!(batch.emitted.is_empty());
     }
 
     #[tokio::test]
