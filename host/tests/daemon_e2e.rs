@@ -127,6 +127,12 @@ async fn appended_events_produce_the_exact_projection_and_one_shipment_per_paid_
         .await;
     assert_one_shipment_per_paid_order(&deployment, &paid_orders).await;
     daemon.stop().await;
+    for subscription in deployment.subscriptions().await {
+        assert_eq!(
+            subscription["status"], "stopped",
+            "after a graceful stop: {subscription}"
+        );
+    }
 }
 
 /// Appends o-2001 (created, line added, paid) in a committed application transaction while

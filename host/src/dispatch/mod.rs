@@ -81,11 +81,14 @@ impl Dispatchable {
     }
 }
 
+/// The subscription's filter in canonical form: reordering the lists in `describe` is not
+/// a change.
 fn filter_of(spec: &SubscriptionSpec) -> Filter {
     Filter {
         aggregate_types: spec.aggregate_types.clone(),
         event_types: spec.event_types.clone(),
     }
+    .canonical()
 }
 
 /// A subscription's task.
@@ -194,18 +197,24 @@ impl Dispatcher {
     /// stay, so installing it again resumes where it stopped.
     pub async fn remove(&mut self, plugin: &str) {
         if let Some(installed) = self.plugins.remove(plugin) {
-            for (name, running) in installed.workers {
-                running.stop().await;
-                let durable = format!("{plugin}.{name}");
-                if let Err(error) = self
-                    .store
-                    .record_status(&durable, "stopped", None, None)
-                    .await
-                {
-                    warn!(subscription = %durable, %error, "cannot record the stop");
-                }
-            }
+            self.stop_workers(plugin, installed).await;
             info!(plugin, "plugin removed");
+        }
+    }
+
+    /// Stops a plugin's subscriptions one after the other and records them as stopped, so
+    /// `subscriptions list` does not show a stopped daemon's subscriptions as running.
+    async fn stop_workers(&self, plugin: &str, installed: Installed) {
+        for (name, running) in installed.workers {
+            running.stop().await;
+            let durable = format!("{plugin}.{name}");
+            if let Err(error) = self
+                .store
+                .record_status(&durable, "stopped", None, None)
+                .await
+            {
+                warn!(subscription = %durable, %error, "cannot record the stop");
+            }
         }
     }
 
@@ -219,12 +228,7 @@ impl Dispatcher {
         let plugins: Vec<String> = self.plugins.keys().cloned().collect();
         for plugin in plugins {
             if let Some(installed) = self.plugins.remove(&plugin) {
-                for running in installed.workers.into_values() {
-                    running.trigger.trigger();
-                    if let Err(error) = running.task.await {
-                        warn!(%error, "a subscription task ended abnormally");
-                    }
-                }
+                self.stop_workers(&plugin, installed).await;
             }
         }
         self.listener.trigger();
@@ -248,7 +252,7 @@ impl Dispatcher {
         // The definition may have changed while the plugin was not running (file removed,
         // daemon stopped): compare with the stored one, not only with a running worker.
         let stored = self.store.subscription(&name).await?;
-        let changed = stored.is_some_and(|record| record.filter != filter);
+        let changed = stored.is_some_and(|record| record.filter.canonical() != filter);
         let mut record = self
             .store
             .ensure_subscription(&name, plugin, &filter, start)
