@@ -27,11 +27,15 @@ pub enum ParkedCommand {
         /// Every parked event (of `--subscription`, if given).
         #[arg(long)]
         all: bool,
+        /// With `--all`: only this subscription's parked events (`<plugin>.<subscription>`).
         #[arg(long, requires = "all")]
         subscription: Option<String>,
     },
     /// Drop a parked event for good, without handling it.
-    Skip { id: i64 },
+    Skip {
+        /// The parked entry's id, as `list` shows it.
+        id: i64,
+    },
 }
 
 pub async fn run(database_url: &str, command: ParkedCommand) -> anyhow::Result<ExitCode> {

@@ -22,7 +22,7 @@ pub struct RunArgs {
     plugins: PathBuf,
 
     /// Where compiled plugins are cached (only the daemon should write there).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
+    #[arg(long, value_name = "DIR", env = "EVENTHOST_CACHE_DIR", default_value = DEFAULT_CACHE_DIR)]
     cache_dir: PathBuf,
 
     /// Fallback poll of idle subscriptions, in ms [default: 1000 on PostgreSQL, 250 on SQLite].

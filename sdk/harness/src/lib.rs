@@ -197,7 +197,7 @@ pub fn built_wasm(crate_name: &str) -> Result<PathBuf, String> {
     candidates.iter().find(|path| path.is_file()).cloned().ok_or_else(|| {
         let looked: Vec<String> = candidates.iter().map(|path| path.display().to_string()).collect();
         format!(
-            "the plugin `{crate_name}` is not built (looked for {}); build it first with: bash scripts/build-plugins.sh",
+            "the plugin `{crate_name}` is not built (looked for {}); build it first with: cargo build --release --target wasm32-wasip2 -p {crate_name}",
             looked.join(", ")
         )
     })
