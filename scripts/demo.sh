@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The daemon on the embedded default (SQLite, no server) with the example plugins: builds
-# them, starts `eventhost run`, appends example orders, shows the projection's state and the
-# shipping policy's events, then keeps the daemon running until Ctrl-C.
+# The daemon on the embedded default (SQLite, no server) with the example plugins (Rust,
+# Python, JavaScript): builds them, starts `eventhost run`, appends example orders, shows the
+# projections' state and the shipping policy's events, then keeps the daemon running until
+# Ctrl-C. The first run compiles the Python and JavaScript components (about a minute in a
+# debug build); later runs load them from the compile cache in data/cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh > /dev/null
@@ -25,6 +27,9 @@ echo "== subscriptions"
 "$eventhost" subscriptions list
 echo "== the order-totals projection's state"
 "$eventhost" state order-totals.totals
+echo "== the same projection written in Python and in JavaScript: the same state"
+"$eventhost" state order-totals-py.totals
+"$eventhost" state order-totals-js.totals
 echo "== events the shipping policy emitted"
 "$eventhost" read category shipment
 echo
