@@ -892,3 +892,66 @@ async fn events_are_ordered_by_transaction_id_as_a_number_across_a_change_in_dig
     assert_eq!(second[0].event.id, ten);
     assert_eq!(f.store.head().await.expect("head"), second[0].checkpoint);
 }
+
+/// An application role with only `USAGE` on the schema and `EXECUTE` on `eventhost.append()`
+/// appends through it, and can neither write the tables directly nor call `append_quiet()`.
+#[tokio::test]
+async fn an_application_role_appends_through_the_function_only() {
+    let f = fixture().await;
+    let role = format!("eventhost_test_app_{}", Uuid::new_v4().simple());
+    for grant in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA eventhost TO {role}"),
+        format!("GRANT EXECUTE ON FUNCTION eventhost.append(text, text, bigint, jsonb) TO {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(grant))
+            .execute(&f.app)
+            .await
+            .expect("set up the application role");
+    }
+    let options =
+        f.db.url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .expect("the test database's URL")
+            .username(&role);
+    let mut app = <PgConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .expect("connect as the application role");
+
+    let appended = sql_append_one(&mut app, "o-1", Some(0)).await;
+    let stored = f
+        .store
+        .read_stream(&order("o-1"), 0, 10)
+        .await
+        .expect("read the stream");
+    assert_eq!(
+        stored.iter().map(|event| event.id).collect::<Vec<_>>(),
+        [appended]
+    );
+
+    let denied = [
+        "INSERT INTO eventhost.streams (aggregate_type, aggregate_id, version, order_tx)
+         VALUES ('order', 'o-2', 1, pg_current_xact_id())",
+        "SELECT count(*) FROM eventhost.events",
+        "SELECT * FROM eventhost.append_quiet('order', 'o-3', NULL, '[{\"event_type\": \"e\", \"payload\": {}}]', NULL)",
+    ];
+    for statement in denied {
+        let error = sqlx::query(statement)
+            .execute(&mut app)
+            .await
+            .expect_err("the application role has no such right");
+        let code = error
+            .as_database_error()
+            .and_then(|error| error.code())
+            .map(|code| code.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {error}");
+    }
+
+    drop(app);
+    for cleanup in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(cleanup))
+            .execute(&f.app)
+            .await
+            .expect("drop the application role");
+    }
+}
