@@ -76,16 +76,21 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            // Each connection to `:memory:` would be a database of its own.
-            .max_connections(if in_memory { 1 } else { 4 })
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Connect {
-                target: format!("SQLite database {}", path.display()),
-                source,
-            })?;
-        migrate(&pool).await?;
+        // Several processes opening a new file at once race to switch it to WAL and to
+        // migrate it (sqlx has no migration lock on SQLite); the loser tries again. Each
+        // migration is one transaction, so a retry finds it applied and goes on.
+        let mut attempt = 1;
+        let pool = loop {
+            match open(&options, in_memory, &path).await {
+                Ok(pool) => break pool,
+                Err(error) if attempt < OPEN_ATTEMPTS => {
+                    tracing::debug!(%error, attempt, "opening the database failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         Ok(Self {
             pool,
             limits,
@@ -104,27 +109,29 @@ impl SqliteStore {
     }
 }
 
-/// How many times migrating may meet another process migrating the same new file.
-const MIGRATION_ATTEMPTS: u32 = 5;
+/// How many times opening may meet another process opening the same new file.
+const OPEN_ATTEMPTS: u32 = 8;
 
-/// Runs pending migrations. SQLite has no migration lock: two processes opening a new file
-/// at once (the daemon and a CLI command) may both try to apply a migration, and the later
-/// one fails on the tables the earlier one made. Each migration is one transaction, so trying
-/// again finds it applied and goes on with the next.
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let migrator = sqlx::migrate!("../migrations/sqlite");
-    let mut attempt = 1;
-    loop {
-        match migrator.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < MIGRATION_ATTEMPTS => {
-                tracing::debug!(%error, attempt, "migrating failed; another process may be migrating");
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error.into()),
-        }
+/// A pool on the database, migrated.
+async fn open(
+    options: &SqliteConnectOptions,
+    in_memory: bool,
+    path: &Path,
+) -> Result<SqlitePool, StoreError> {
+    let pool = SqlitePoolOptions::new()
+        // Each connection to `:memory:` would be a database of its own.
+        .max_connections(if in_memory { 1 } else { 4 })
+        .connect_with(options.clone())
+        .await
+        .map_err(|source| StoreError::Connect {
+            target: format!("SQLite database {}", path.display()),
+            source,
+        })?;
+    if let Err(error) = sqlx::migrate!("../migrations/sqlite").run(&pool).await {
+        pool.close().await;
+        return Err(error.into());
     }
+    Ok(pool)
 }
 
 fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
