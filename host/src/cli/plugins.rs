@@ -88,14 +88,15 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         seeded_random: false,
     };
     let runtime = Runtime::new(config)?;
-    let plugin = runtime
-        .load_file(&args.plugin)
+    // As the daemon loads it: with the limits of its sidecar `NAME.toml`, if any.
+    let plugin = crate::plugins::load_plugin(&runtime, &args.plugin)
         .await
         .with_context(|| format!("{} is rejected", args.plugin.display()))?;
+    let info = plugin.handler.info();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(plugin.info())?);
+        println!("{}", serde_json::to_string_pretty(info)?);
     } else {
-        print!("{}", describe(plugin.info()));
+        print!("{}", describe(info));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,10 +74,7 @@ impl Dispatchable {
     /// when the handler has no such subscription.
     pub fn batch_size(&self, name: &str) -> Option<usize> {
         let spec = self.handler.info().subscription(name)?;
-        let size = self
-            .max_batch_size
-            .map_or(spec.batch_size, |cap| spec.batch_size.min(cap.max(1)));
-        Some(size as usize)
+        Some(crate::plugins::capped_batch_size(spec.batch_size, self.max_batch_size) as usize)
     }
 }
 

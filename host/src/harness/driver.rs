@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::memory::{Conflict, MemoryStore};
 use crate::event::{Event, ExpectedVersion, NewEvent, StreamId};
+use crate::plugins::capped_batch_size;
 use crate::runtime::{Effects, FailedBatch, HandleError, LogLine, Plugin, Reads, SubscriptionSpec};
 
 /// The most batches one [`Harness::run`] handles before declaring a feedback loop.
@@ -27,6 +28,8 @@ pub struct Harness {
     store: MemoryStore,
     checkpoints: BTreeMap<String, u64>,
     run: HarnessRun,
+    /// The sidecar's cap on every subscription's batch size.
+    max_batch_size: Option<u32>,
 }
 
 /// Everything the plugin did so far.
@@ -90,7 +93,14 @@ impl Harness {
             store: MemoryStore::new(),
             checkpoints,
             run: HarnessRun::default(),
+            max_batch_size: None,
         }
+    }
+
+    /// Caps every subscription's batches, as an operator's sidecar `batch_size` does.
+    pub fn with_max_batch_size(mut self, cap: Option<u32>) -> Self {
+        self.max_batch_size = cap;
+        self
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -190,7 +200,7 @@ impl Harness {
             .events_after(checkpoint)
             .into_iter()
             .filter(|event| subscription.matches(event))
-            .take(subscription.batch_size as usize)
+            .take(capped_batch_size(subscription.batch_size, self.max_batch_size) as usize)
             .collect()
     }
 

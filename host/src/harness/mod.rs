@@ -27,6 +27,8 @@ pub enum HarnessError {
     Runtime(#[from] RuntimeError),
     #[error("{path}: {source}")]
     Load { path: PathBuf, source: LoadError },
+    #[error(transparent)]
+    Sidecar(#[from] Box<crate::plugins::PluginsError>),
 }
 
 /// A runtime configured for repeatable runs, caching compiled artifacts in `cache_dir`.
@@ -34,14 +36,16 @@ pub fn deterministic_runtime(cache_dir: Option<PathBuf>) -> Result<Runtime, Runt
     Runtime::new(RuntimeConfig::deterministic(cache_dir))
 }
 
-/// Loads the plugin at `path` into a fresh harness.
+/// Loads the plugin at `path` into a fresh harness, with the limits and batch-size cap of its
+/// sidecar `NAME.toml` when there is one, as the daemon would.
 pub async fn load(runtime: &Runtime, path: &Path) -> Result<Harness, HarnessError> {
+    let sidecar = crate::plugins::read_sidecar(path).map_err(Box::new)?;
     let plugin: Plugin = runtime
-        .load_file(path)
+        .load_file(path, sidecar.limits)
         .await
         .map_err(|source| HarnessError::Load {
             path: path.to_owned(),
             source,
         })?;
-    Ok(Harness::new(plugin))
+    Ok(Harness::new(plugin).with_max_batch_size(sidecar.batch_size))
 }

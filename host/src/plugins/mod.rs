@@ -33,6 +33,11 @@ pub struct Sidecar {
     pub limits: Limits,
 }
 
+/// A subscription's batch size under an operator's cap (a cap of 0 counts as 1).
+pub fn capped_batch_size(declared: u32, cap: Option<u32>) -> u32 {
+    cap.map_or(declared, |cap| declared.min(cap.max(1)))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PluginsError {
     #[error("cannot read the plugins folder {path}")]

@@ -138,8 +138,8 @@ impl Runtime {
         })
     }
 
-    /// Reads and loads a plugin file, with default limits.
-    pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
+    /// Reads and loads a plugin file with these limits.
+    pub async fn load_file(&self, path: &Path, limits: Limits) -> Result<Plugin, LoadError> {
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|source| LoadError::Read {
@@ -150,7 +150,7 @@ impl Runtime {
             || path.display().to_string(),
             |name| name.to_string_lossy().into_owned(),
         );
-        self.load(&label, bytes, Limits::default()).await
+        self.load(&label, bytes, limits).await
     }
 
     /// Loads a plugin from its bytes: checks, compiles (or takes the cached artifact), links,

@@ -1,0 +1,108 @@
+//! `eventhost test` and `eventhost plugins check` load a plugin as the daemon does: with the
+//! limits and batch-size cap of the sidecar `NAME.toml` beside it, and refuse a bad sidecar.
+//!
+//! Uses `dist/plugins/counter.wasm` (batches of 1000), built by `bash scripts/build-plugins.sh`.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use daemon::{EVENTHOST, compile_cache, dist};
+
+/// A folder holding `counter.wasm` and, when given, its sidecar `counter.toml`.
+struct Deployed {
+    dir: PathBuf,
+}
+
+impl Deployed {
+    fn counter(sidecar: Option<&str>) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "eventhost-sidecar-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the folder");
+        std::fs::copy(dist("plugins/counter.wasm"), dir.join("counter.wasm"))
+            .expect("copy the plugin");
+        if let Some(toml) = sidecar {
+            std::fs::write(dir.join("counter.toml"), toml).expect("write the sidecar");
+        }
+        Self { dir }
+    }
+
+    fn wasm(&self) -> PathBuf {
+        self.dir.join("counter.wasm")
+    }
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn eventhost(args: &[&str], plugin: &Path) -> Output {
+    let mut command = Command::new(EVENTHOST);
+    command.args(args).arg(plugin);
+    if args[0] == "test" {
+        let events = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders.jsonl");
+        command.arg("--events").arg(events);
+    }
+    command
+        .arg("--cache-dir")
+        .arg(compile_cache())
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {EVENTHOST}: {error}"))
+}
+
+fn batches(output: &Output) -> u64 {
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "no report ({error}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    report["batches"]
+        .as_u64()
+        .expect("the report counts batches")
+}
+
+#[test]
+fn the_harness_caps_batches_as_the_sidecar_says() {
+    let plain = Deployed::counter(None);
+    let capped = Deployed::counter(Some("batch_size = 2\n"));
+    let whole = eventhost(&["test"], &plain.wasm());
+    assert!(whole.status.success(), "{whole:?}");
+    assert_eq!(batches(&whole), 1, "5 events in one batch of up to 1000");
+    let split = eventhost(&["test"], &capped.wasm());
+    assert!(split.status.success(), "{split:?}");
+    assert_eq!(batches(&split), 3, "5 events in batches of at most 2");
+}
+
+#[test]
+fn a_sidecar_memory_cap_too_small_for_the_plugin_is_enforced_by_check_and_test() {
+    let starved = Deployed::counter(Some("[limits]\nmemory_bytes = 65536\n"));
+    for args in [&["plugins", "check"][..], &["test"][..]] {
+        let output = eventhost(args, &starved.wasm());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("memory"),
+            "{args:?} names the cap: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_sidecar_is_refused_naming_its_file() {
+    let broken = Deployed::counter(Some("batch_size = \"many\"\n"));
+    for args in [&["plugins", "check"][..], &["test"][..]] {
+        let output = eventhost(args, &broken.wasm());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("counter.toml"), "{args:?}: {stderr}");
+    }
+}
