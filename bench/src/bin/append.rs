@@ -14,9 +14,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use eventhost::store::{EventStore, PgStore, StoreLimits};
 use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_bench::{BenchDatabase, thousands};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -487,69 +487,5 @@ fn print_table(args: &Args, rows: &[Row]) {
                 row.sql_function / row.raw
             ),
         );
-    }
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-/// `url` with its database name replaced by `name`, query parameters kept.
-fn database_url(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let authority_start = base.find("://").map_or(0, |scheme| scheme + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |slash| authority_start + slash);
-    let mut replaced = format!("{}/{name}", &base[..path_start]);
-    if !query.is_empty() {
-        replaced.push('?');
-        replaced.push_str(query);
-    }
-    replaced
-}
-
-/// A database created on the server for this run.
-struct BenchDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl BenchDatabase {
-    async fn create(admin_url: &str) -> Result<Self> {
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .with_context(|| format!("cannot connect to {admin_url} (set DATABASE_URL)"))?;
-        let name = format!("eventhost_bench_{}", Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .context("create the benchmark database")?;
-        let url = database_url(admin_url, &name);
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url,
-        })
-    }
-
-    async fn drop_it(self) -> Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&mut admin)
-            .await
-            .context("drop the benchmark database")?;
-        Ok(())
     }
 }

@@ -14,33 +14,29 @@
 //! Both handlers run alone, one after the other, on the same backlog: a [`Probe`] around
 //! each records when every batch finished, so the dispatcher itself is not modified.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use eventhost::dispatch::{self, DispatchConfig, Dispatchable, Handler, StoreReads};
+use eventhost::dispatch::{Handler, StoreReads};
 use eventhost::plugins::load_plugin;
 use eventhost::runtime::{
     Effects, HandleError, PluginInfo, Reads, Runtime, RuntimeConfig, StartFrom, SubscriptionSpec,
 };
-use eventhost::shutdown::ShutdownTrigger;
 use eventhost::store::{
-    BatchCommit, Checkpoint, EventStore, Filter, PgStore, Store, StoreError, StoreLimits,
-    SubscriptionStore,
+    BatchCommit, Checkpoint, EventStore, Filter, PgStore, Store, StoreLimits, SubscriptionStore,
 };
 use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_bench::{
+    BatchDone, BenchDatabase, Dispatcher, Probe, cells, header, millis, settle_backlog, target_dir,
+    thousands, wait_for_checkpoint,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
@@ -79,8 +75,6 @@ const AGGREGATE_TYPES: [&str; 4] = ["order", "customer", "shipment", "invoice"];
 const EVENT_TYPES: [&str; 4] = ["created", "line-added", "updated", "closed"];
 /// The native counter's name: its subscription is `native-counter.all`.
 const NATIVE_NAME: &str = "native-counter";
-/// How often the end of a catch-up is checked, once the handler has seen every event.
-const CHECKPOINT_POLL: Duration = Duration::from_millis(1);
 /// The longest a catch-up may take before the run is declared stuck.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(3600);
 /// How long latency events may take to reach the handler before the run is declared stuck.
@@ -255,132 +249,6 @@ impl Handler for NativeCounter {
     }
 }
 
-/// A decorator that records when each batch finished (right after the inner handler
-/// returned) and, when asked, when each event id was handled. It does not change what the
-/// handler does.
-struct Probe {
-    inner: Arc<dyn Handler>,
-    handled: watch::Sender<u64>,
-    log: Mutex<ProbeLog>,
-}
-
-#[derive(Default)]
-struct ProbeLog {
-    batches: Vec<BatchDone>,
-    /// Per event id, when its batch finished; only when `track_ids`.
-    seen: HashMap<Uuid, Instant>,
-    track_ids: bool,
-}
-
-/// One handled batch.
-#[derive(Debug, Clone, Copy)]
-struct BatchDone {
-    done: Instant,
-    size: usize,
-    /// The inner handler's time (for the plugin: instantiation, host calls, guest code).
-    handle: Duration,
-}
-
-impl Probe {
-    fn new(inner: Arc<dyn Handler>, track_ids: bool) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            handled: watch::channel(0).0,
-            log: Mutex::new(ProbeLog {
-                track_ids,
-                ..ProbeLog::default()
-            }),
-        })
-    }
-
-    /// The durable subscription the dispatcher runs for this handler.
-    fn subscription(&self) -> String {
-        let info = self.inner.info();
-        format!("{}.{}", info.name, info.subscriptions[0].name)
-    }
-
-    fn record(&self, batch: &[Event], started: Instant, done: Instant) {
-        let mut log = self.log.lock().expect("probe log poisoned");
-        log.batches.push(BatchDone {
-            done,
-            size: batch.len(),
-            handle: done - started,
-        });
-        if log.track_ids {
-            for event in batch {
-                log.seen.entry(event.id).or_insert(done);
-            }
-        }
-        drop(log);
-        self.handled
-            .send_modify(|handled| *handled += batch.len() as u64);
-    }
-
-    fn batches(&self) -> Vec<BatchDone> {
-        self.log.lock().expect("probe log poisoned").batches.clone()
-    }
-
-    fn seen(&self, id: &Uuid) -> Option<Instant> {
-        self.log
-            .lock()
-            .expect("probe log poisoned")
-            .seen
-            .get(id)
-            .copied()
-    }
-}
-
-impl Handler for Probe {
-    fn info(&self) -> &PluginInfo {
-        self.inner.info()
-    }
-
-    fn handle<'a>(
-        &'a self,
-        subscription: &'a str,
-        batch: &'a [Event],
-        reads: Arc<dyn Reads>,
-    ) -> BoxFuture<'a, Result<Effects, HandleError>> {
-        async move {
-            let started = Instant::now();
-            let outcome = self.inner.handle(subscription, batch, reads).await;
-            if outcome.is_ok() {
-                self.record(batch, started, Instant::now());
-            }
-            outcome
-        }
-        .boxed()
-    }
-}
-
-/// `eventhost::dispatch::run` with one handler, in a task, until [`Dispatcher::stop`].
-struct Dispatcher {
-    trigger: ShutdownTrigger,
-    task: JoinHandle<Result<(), StoreError>>,
-}
-
-impl Dispatcher {
-    fn start(store: &PgStore, handler: Arc<dyn Handler>) -> Self {
-        let (trigger, shutdown) = ShutdownTrigger::new();
-        let store = Store::Postgres(store.clone());
-        let config = DispatchConfig::for_store(&store);
-        let plugins = vec![Dispatchable {
-            handler,
-            max_batch_size: None,
-        }];
-        let task = tokio::spawn(dispatch::run(store, plugins, config, shutdown));
-        Self { trigger, task }
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.trigger.trigger();
-        self.task
-            .await
-            .context("the dispatcher panicked")?
-            .context("the dispatcher failed")
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The backlog
 
@@ -431,20 +299,7 @@ async fn append_backlog(store: &PgStore, total: u64) -> Result<Backlog> {
         writer.await.context("a backlog writer panicked")??;
     }
     let elapsed = started.elapsed();
-    sqlx::raw_sql("VACUUM ANALYZE eventhost.events")
-        .execute(store.pool())
-        .await
-        .context("vacuum the backlog")?;
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM eventhost.events WHERE pg_column_size(payload) > 0",
-    )
-    .fetch_one(store.pool())
-    .await
-    .context("count the backlog")?;
-    ensure!(
-        stored as u64 == total,
-        "{stored} events stored, {total} appended"
-    );
+    settle_backlog(store, total).await?;
     Ok(Backlog {
         events: total,
         elapsed,
@@ -512,16 +367,16 @@ async fn catch_up(
         "catch-up: {name} from the origin over {} events...",
         thousands(backlog.events as f64)
     );
-    let mut handled = probe.handled.subscribe();
+    let mut handled = probe.handled();
     let started = Instant::now();
-    let dispatcher = Dispatcher::start(store, probe.clone());
+    let dispatcher = Dispatcher::start(store, probe.clone(), None);
     tokio::time::timeout(
         CATCH_UP_LIMIT,
         handled.wait_for(|handled| *handled >= backlog.events),
     )
     .await
     .context("catch-up took too long")??;
-    wait_for_checkpoint(store, &name, head).await?;
+    wait_for_checkpoint(store, &name, head, CATCH_UP_LIMIT).await?;
     let elapsed = started.elapsed();
     dispatcher.stop().await?;
 
@@ -545,22 +400,6 @@ async fn catch_up(
         thousands(count as f64)
     );
     Ok(catch_up)
-}
-
-/// Waits until `name`'s committed checkpoint is `head` (the row may not exist yet).
-async fn wait_for_checkpoint(store: &PgStore, name: &str, head: Checkpoint) -> Result<()> {
-    let deadline = Instant::now() + CATCH_UP_LIMIT;
-    loop {
-        if let Some(record) = store.subscription(name).await?
-            && record.checkpoint == head
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{name} did not reach the head {head}");
-        }
-        tokio::time::sleep(CHECKPOINT_POLL).await;
-    }
 }
 
 /// The committed value of the counter's `count`.
@@ -705,8 +544,8 @@ async fn latency(store: &PgStore, handler: &Arc<dyn Handler>, args: &Args) -> Re
         "latency: {name}, {} single appends/s for {} s...",
         args.rate, args.seconds
     );
-    let dispatcher = Dispatcher::start(store, probe.clone());
-    wait_for_checkpoint(store, &name, store.head().await?).await?;
+    let dispatcher = Dispatcher::start(store, probe.clone(), None);
+    wait_for_checkpoint(store, &name, store.head().await?, CATCH_UP_LIMIT).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let first_batch = probe.batches().len();
 
@@ -714,7 +553,7 @@ async fn latency(store: &PgStore, handler: &Arc<dyn Handler>, args: &Args) -> Re
     let appended = append_steadily(store, args.rate, Duration::from_secs(args.seconds)).await?;
     let achieved_rate = appended.len() as f64 / started.elapsed().as_secs_f64();
     let samples = drain(&probe, &appended).await?;
-    wait_for_checkpoint(store, &name, store.head().await?).await?;
+    wait_for_checkpoint(store, &name, store.head().await?, CATCH_UP_LIMIT).await?;
     dispatcher.stop().await?;
 
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM eventhost.events")
@@ -1003,47 +842,6 @@ impl Report {
     }
 }
 
-fn header(titles: &[&str]) {
-    cells(
-        &titles
-            .iter()
-            .map(|title| title.to_string())
-            .collect::<Vec<_>>(),
-    );
-    let rule: Vec<String> = titles
-        .iter()
-        .map(|title| "-".repeat(title.len().max(8)))
-        .collect();
-    println!(
-        "|{}|",
-        rule.iter()
-            .map(|dashes| format!("-{dashes}-"))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-}
-
-fn cells(values: &[String]) {
-    println!("| {} |", values.join(" | "));
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // Set-up
 
@@ -1057,55 +855,4 @@ fn default_wasm(target: &Path) -> Result<PathBuf> {
     .into_iter()
     .find(|path| path.is_file())
     .context("counter.wasm not found; build it first with: bash scripts/build-plugins.sh")
-}
-
-fn target_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-    {
-        return Ok(dir);
-    }
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .map(Path::to_path_buf)
-        .context("cannot find the cargo target directory; set CARGO_TARGET_DIR")
-}
-
-/// A database created on the server for this run.
-struct BenchDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl BenchDatabase {
-    async fn create(admin_url: &str) -> Result<Self> {
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .with_context(|| format!("cannot connect to {admin_url} (set DATABASE_URL)"))?;
-        let name = format!("eventhost_bench_{}", Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .context("create the benchmark database")?;
-        let options = PgConnectOptions::from_str(admin_url)?.database(&name);
-        let url = options.to_url_lossy().to_string();
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url,
-        })
-    }
-
-    async fn drop_it(self) -> Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&mut admin)
-            .await
-            .context("drop the benchmark database")?;
-        Ok(())
-    }
 }

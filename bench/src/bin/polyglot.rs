@@ -42,28 +42,22 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use eventhost::dispatch::{self, DispatchConfig, Dispatchable, Handler, StoreReads};
+use eventhost::dispatch::{Dispatchable, Handler, StoreReads};
 use eventhost::plugins::load_plugin;
-use eventhost::runtime::{Effects, HandleError, PluginInfo, Reads, Runtime, RuntimeConfig};
-use eventhost::shutdown::ShutdownTrigger;
-use eventhost::store::{
-    Checkpoint, EventStore, PgStore, Store, StoreError, StoreLimits, SubscriptionStore,
+use eventhost::runtime::{Reads, Runtime, RuntimeConfig};
+use eventhost::store::{EventStore, PgStore, Store, StoreLimits, SubscriptionStore};
+use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_bench::{
+    BenchDatabase, Dispatcher, Probe, cells, header, millis, settle_backlog, thousands,
+    wait_for_checkpoint,
 };
-use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -130,8 +124,6 @@ const EMPTY_BATCHES: usize = 30;
 const SCAN_PAGE: usize = 100_000;
 /// How often a catch-up in progress is checked for parked events or a stopped dispatcher.
 const CATCH_UP_CHECK: Duration = Duration::from_secs(1);
-/// How often the end of a catch-up is checked, once the handler has seen every event.
-const CHECKPOINT_POLL: Duration = Duration::from_millis(1);
 /// The longest a catch-up may take before the run is declared stuck.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(1800);
 
@@ -404,14 +396,14 @@ async fn catch_up(
     plugin: &Dispatchable,
     events: u64,
 ) -> Result<(Throughput, String)> {
-    let probe = Probe::new(Arc::clone(&plugin.handler));
+    let probe = Probe::new(Arc::clone(&plugin.handler), false);
     let name = probe.subscription();
     let head = store.head().await?;
     println!(
         "catch-up: {name} from the origin over {} events...",
         thousands(events as f64)
     );
-    let mut handled = probe.handled.subscribe();
+    let mut handled = probe.handled();
     let started = Instant::now();
     let dispatcher = Dispatcher::start(store, probe.clone(), plugin.max_batch_size);
     loop {
@@ -435,7 +427,7 @@ async fn catch_up(
                     );
                 }
                 ensure!(
-                    !dispatcher.task.is_finished(),
+                    !dispatcher.is_finished(),
                     "the dispatcher stopped during the catch-up"
                 );
                 ensure!(
@@ -445,7 +437,7 @@ async fn catch_up(
             }
         }
     }
-    wait_for_checkpoint(store, &name, head).await?;
+    wait_for_checkpoint(store, &name, head, CATCH_UP_LIMIT).await?;
     let elapsed = started.elapsed();
     dispatcher.stop().await?;
 
@@ -468,22 +460,6 @@ async fn catch_up(
         throughput.in_handler() * 100.0
     );
     Ok((throughput, name))
-}
-
-/// Waits until `name`'s committed checkpoint is `head` (the row may not exist yet).
-async fn wait_for_checkpoint(store: &PgStore, name: &str, head: Checkpoint) -> Result<()> {
-    let deadline = Instant::now() + CATCH_UP_LIMIT;
-    loop {
-        if let Some(record) = store.subscription(name).await?
-            && record.checkpoint == head
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{name} did not reach the head {head}");
-        }
-        tokio::time::sleep(CHECKPOINT_POLL).await;
-    }
 }
 
 /// The median time of a fresh instance handling an empty batch: what every batch costs
@@ -573,101 +549,6 @@ fn check_identical(
 
 // ---------------------------------------------------------------------------------------
 // The dispatcher and its probe
-
-/// A decorator that records each successful batch (its size and the inner handler's time)
-/// and counts the events handled. It does not change what the handler does.
-struct Probe {
-    inner: Arc<dyn Handler>,
-    handled: watch::Sender<u64>,
-    batches: Mutex<Vec<BatchDone>>,
-}
-
-/// One handled batch.
-#[derive(Debug, Clone, Copy)]
-struct BatchDone {
-    /// The inner handler's time: instantiation, host calls, guest code.
-    handle: Duration,
-}
-
-impl Probe {
-    fn new(inner: Arc<dyn Handler>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            handled: watch::channel(0).0,
-            batches: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// The durable subscription the dispatcher runs for this handler.
-    fn subscription(&self) -> String {
-        let info = self.inner.info();
-        format!("{}.{}", info.name, info.subscriptions[0].name)
-    }
-
-    fn record(&self, batch: &[Event], handle: Duration) {
-        self.batches
-            .lock()
-            .expect("probe log poisoned")
-            .push(BatchDone { handle });
-        self.handled
-            .send_modify(|handled| *handled += batch.len() as u64);
-    }
-
-    fn batches(&self) -> Vec<BatchDone> {
-        self.batches.lock().expect("probe log poisoned").clone()
-    }
-}
-
-impl Handler for Probe {
-    fn info(&self) -> &PluginInfo {
-        self.inner.info()
-    }
-
-    fn handle<'a>(
-        &'a self,
-        subscription: &'a str,
-        batch: &'a [Event],
-        reads: Arc<dyn Reads>,
-    ) -> BoxFuture<'a, Result<Effects, HandleError>> {
-        async move {
-            let started = Instant::now();
-            let outcome = self.inner.handle(subscription, batch, reads).await;
-            if outcome.is_ok() {
-                self.record(batch, started.elapsed());
-            }
-            outcome
-        }
-        .boxed()
-    }
-}
-
-/// `eventhost::dispatch::run` with one handler, in a task, until [`Dispatcher::stop`].
-struct Dispatcher {
-    trigger: ShutdownTrigger,
-    task: JoinHandle<Result<(), StoreError>>,
-}
-
-impl Dispatcher {
-    fn start(store: &PgStore, handler: Arc<dyn Handler>, max_batch_size: Option<u32>) -> Self {
-        let (trigger, shutdown) = ShutdownTrigger::new();
-        let store = Store::Postgres(store.clone());
-        let config = DispatchConfig::for_store(&store);
-        let plugins = vec![Dispatchable {
-            handler,
-            max_batch_size,
-        }];
-        let task = tokio::spawn(dispatch::run(store, plugins, config, shutdown));
-        Self { trigger, task }
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.trigger.trigger();
-        self.task
-            .await
-            .context("the dispatcher panicked")?
-            .context("the dispatcher failed")
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The backlog and the model of the projection
@@ -894,20 +775,7 @@ async fn append_backlog(store: &PgStore, total: u64) -> Result<Backlog> {
         writer.await.context("a backlog writer panicked")??;
     }
     let elapsed = started.elapsed();
-    sqlx::raw_sql("VACUUM ANALYZE eventhost.events")
-        .execute(store.pool())
-        .await
-        .context("vacuum the backlog")?;
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM eventhost.events WHERE pg_column_size(payload) > 0",
-    )
-    .fetch_one(store.pool())
-    .await
-    .context("count the backlog")?;
-    ensure!(
-        stored as u64 == total,
-        "{stored} events stored, {total} appended"
-    );
+    settle_backlog(store, total).await?;
     Ok(Backlog {
         events: total,
         orders,
@@ -1014,47 +882,6 @@ fn ratio(value: f64) -> String {
     format!("{value:.2}x")
 }
 
-fn header(titles: &[&str]) {
-    cells(
-        &titles
-            .iter()
-            .map(|title| title.to_string())
-            .collect::<Vec<_>>(),
-    );
-    let rule: Vec<String> = titles
-        .iter()
-        .map(|title| "-".repeat(title.len().max(8)))
-        .collect();
-    println!(
-        "|{}|",
-        rule.iter()
-            .map(|dashes| format!("-{dashes}-"))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-}
-
-fn cells(values: &[String]) {
-    println!("| {} |", values.join(" | "));
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // Set-up
 
@@ -1073,42 +900,5 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A database created on the server for this run.
-struct BenchDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl BenchDatabase {
-    async fn create(admin_url: &str) -> Result<Self> {
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .with_context(|| format!("cannot connect to {admin_url} (set DATABASE_URL)"))?;
-        let name = format!("eventhost_bench_{}", Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .context("create the benchmark database")?;
-        let options = PgConnectOptions::from_str(admin_url)?.database(&name);
-        let url = options.to_url_lossy().to_string();
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url,
-        })
-    }
-
-    async fn drop_it(self) -> Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&mut admin)
-            .await
-            .context("drop the benchmark database")?;
-        Ok(())
     }
 }

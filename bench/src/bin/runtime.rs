@@ -10,13 +10,13 @@
 //! (or the target directory this binary was built in).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventhost::harness::MemoryStore;
 use eventhost::runtime::{Limits, Plugin, Reads, Runtime, RuntimeConfig};
 use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_bench::target_dir;
 
 /// Events pushed through each handler per batch size.
 const EVENTS_PER_RUN: usize = 100_000;
@@ -170,18 +170,4 @@ fn sample_events(count: usize) -> BenchResult<Vec<Event>> {
         })
         .collect();
     Ok(store.append(&StreamId::new("order", "o-1"), ExpectedVersion::Any, events)?)
-}
-
-fn target_dir() -> BenchResult<PathBuf> {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-    {
-        return Ok(dir);
-    }
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .map(Path::to_path_buf)
-        .ok_or_else(|| "cannot find the cargo target directory; set CARGO_TARGET_DIR".into())
 }

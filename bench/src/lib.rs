@@ -1,0 +1,299 @@
+//! What the benchmarks share: a database of their own, the cargo target directory, the
+//! dispatcher run with one probed handler, and the printed tables.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use eventhost::Event;
+use eventhost::dispatch::{self, DispatchConfig, Dispatchable, Handler};
+use eventhost::runtime::{Effects, HandleError, PluginInfo, Reads};
+use eventhost::shutdown::ShutdownTrigger;
+use eventhost::store::{Checkpoint, PgStore, Store, StoreError, SubscriptionStore};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// How often a wait for a checkpoint looks again.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(1);
+
+/// A decorator that records when each batch finished (right after the inner handler
+/// returned) and, when asked, when each event id was handled. It does not change what the
+/// handler does.
+pub struct Probe {
+    inner: Arc<dyn Handler>,
+    handled: watch::Sender<u64>,
+    log: Mutex<ProbeLog>,
+}
+
+#[derive(Default)]
+struct ProbeLog {
+    batches: Vec<BatchDone>,
+    /// Per event id, when its batch finished; only when `track_ids`.
+    seen: HashMap<Uuid, Instant>,
+    track_ids: bool,
+}
+
+/// One handled batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchDone {
+    /// When the inner handler returned.
+    pub done: Instant,
+    pub size: usize,
+    /// The inner handler's time (for the plugin: instantiation, host calls, guest code).
+    pub handle: Duration,
+}
+
+impl Probe {
+    pub fn new(inner: Arc<dyn Handler>, track_ids: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            handled: watch::channel(0).0,
+            log: Mutex::new(ProbeLog {
+                track_ids,
+                ..ProbeLog::default()
+            }),
+        })
+    }
+
+    /// The durable subscription the dispatcher runs for this handler.
+    pub fn subscription(&self) -> String {
+        let info = self.inner.info();
+        format!("{}.{}", info.name, info.subscriptions[0].name)
+    }
+
+    fn record(&self, batch: &[Event], started: Instant, done: Instant) {
+        let mut log = self.log.lock().expect("probe log poisoned");
+        log.batches.push(BatchDone {
+            done,
+            size: batch.len(),
+            handle: done - started,
+        });
+        if log.track_ids {
+            for event in batch {
+                log.seen.entry(event.id).or_insert(done);
+            }
+        }
+        drop(log);
+        self.handled
+            .send_modify(|handled| *handled += batch.len() as u64);
+    }
+
+    /// Events handled so far, as a channel to wait on.
+    pub fn handled(&self) -> watch::Receiver<u64> {
+        self.handled.subscribe()
+    }
+
+    pub fn batches(&self) -> Vec<BatchDone> {
+        self.log.lock().expect("probe log poisoned").batches.clone()
+    }
+
+    pub fn seen(&self, id: &Uuid) -> Option<Instant> {
+        self.log
+            .lock()
+            .expect("probe log poisoned")
+            .seen
+            .get(id)
+            .copied()
+    }
+}
+
+impl Handler for Probe {
+    fn info(&self) -> &PluginInfo {
+        self.inner.info()
+    }
+
+    fn handle<'a>(
+        &'a self,
+        subscription: &'a str,
+        batch: &'a [Event],
+        reads: Arc<dyn Reads>,
+    ) -> BoxFuture<'a, Result<Effects, HandleError>> {
+        async move {
+            let started = Instant::now();
+            let outcome = self.inner.handle(subscription, batch, reads).await;
+            if outcome.is_ok() {
+                self.record(batch, started, Instant::now());
+            }
+            outcome
+        }
+        .boxed()
+    }
+}
+
+/// `eventhost::dispatch::run` with one handler, in a task, until [`Dispatcher::stop`].
+pub struct Dispatcher {
+    trigger: ShutdownTrigger,
+    task: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Dispatcher {
+    pub fn start(store: &PgStore, handler: Arc<dyn Handler>, max_batch_size: Option<u32>) -> Self {
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let store = Store::Postgres(store.clone());
+        let config = DispatchConfig::for_store(&store);
+        let plugins = vec![Dispatchable {
+            handler,
+            max_batch_size,
+        }];
+        let task = tokio::spawn(dispatch::run(store, plugins, config, shutdown));
+        Self { trigger, task }
+    }
+
+    /// Whether the dispatcher ended on its own (it failed or panicked).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        self.trigger.trigger();
+        self.task
+            .await
+            .context("the dispatcher panicked")?
+            .context("the dispatcher failed")
+    }
+}
+
+/// Waits until `name`'s committed checkpoint is `head` (the row may not exist yet), for at
+/// most `limit`.
+pub async fn wait_for_checkpoint(
+    store: &PgStore,
+    name: &str,
+    head: Checkpoint,
+    limit: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(record) = store.subscription(name).await?
+            && record.checkpoint == head
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not reach the head {head}");
+        }
+        tokio::time::sleep(CHECKPOINT_POLL).await;
+    }
+}
+
+/// A table's header row and its rule.
+pub fn header(titles: &[&str]) {
+    cells(
+        &titles
+            .iter()
+            .map(|title| title.to_string())
+            .collect::<Vec<_>>(),
+    );
+    let rule: Vec<String> = titles
+        .iter()
+        .map(|title| "-".repeat(title.len().max(8)))
+        .collect();
+    println!(
+        "|{}|",
+        rule.iter()
+            .map(|dashes| format!("-{dashes}-"))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+}
+
+pub fn cells(values: &[String]) {
+    println!("| {} |", values.join(" | "));
+}
+
+pub fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// `12345.6` as `12,346`.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+pub fn target_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+    {
+        return Ok(dir);
+    }
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+        .context("cannot find the cargo target directory; set CARGO_TARGET_DIR")
+}
+
+/// After a backlog was written: refreshes the planner's statistics (as autovacuum would in
+/// production) and checks that every one of the `total` events is stored.
+pub async fn settle_backlog(store: &PgStore, total: u64) -> Result<()> {
+    sqlx::raw_sql("VACUUM ANALYZE eventhost.events")
+        .execute(store.pool())
+        .await
+        .context("vacuum the backlog")?;
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventhost.events WHERE pg_column_size(payload) > 0",
+    )
+    .fetch_one(store.pool())
+    .await
+    .context("count the backlog")?;
+    ensure!(
+        stored as u64 == total,
+        "{stored} events stored, {total} appended"
+    );
+    Ok(())
+}
+
+/// A database created on the server for this run.
+pub struct BenchDatabase {
+    admin_url: String,
+    name: String,
+    /// Where the benchmark connects.
+    pub url: String,
+}
+
+impl BenchDatabase {
+    pub async fn create(admin_url: &str) -> Result<Self> {
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("cannot connect to {admin_url} (set DATABASE_URL)"))?;
+        let name = format!("eventhost_bench_{}", Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .context("create the benchmark database")?;
+        let options = PgConnectOptions::from_str(admin_url)?.database(&name);
+        let url = options.to_url_lossy().to_string();
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        })
+    }
+
+    pub async fn drop_it(self) -> Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut admin)
+            .await
+            .context("drop the benchmark database")?;
+        Ok(())
+    }
+}
