@@ -272,6 +272,7 @@ impl Dispatcher {
             wakeups: self.wakeups.clone(),
             shutdown,
             checkpoint: record.checkpoint,
+            prefetch: None,
         };
         Ok(Running {
             filter,

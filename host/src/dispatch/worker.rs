@@ -4,12 +4,19 @@
 //!
 //! No database transaction is open while the plugin runs: the batch is read, handled, and
 //! then committed in one short transaction that checks the checkpoint has not moved.
+//!
+//! Catching up, the read of the next batch runs while the plugin handles the current one and
+//! its effects commit: a full batch starts a [`Prefetch`] of the events after it, taken at
+//! the next step only if the batch committed whole and the checkpoint is where the prefetch
+//! began. A read is a gap-free prefix of what follows its checkpoint whenever it is made, so
+//! an early read is never wrong, at most shorter.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::progress::Progress;
@@ -50,6 +57,30 @@ pub(crate) struct Worker {
     pub(crate) wakeups: watch::Receiver<u64>,
     pub(crate) shutdown: Shutdown,
     pub(crate) checkpoint: Checkpoint,
+    /// The read of the batch after the last full one, in flight.
+    pub(crate) prefetch: Option<Prefetch>,
+}
+
+/// A `read_batch` running in its own task; aborted when dropped unused.
+pub(crate) struct Prefetch {
+    after: Checkpoint,
+    limit: usize,
+    task: JoinHandle<Result<Vec<BatchEntry>, StoreError>>,
+}
+
+impl Prefetch {
+    fn start(store: &Store, filter: &Filter, after: Checkpoint, limit: usize) -> Self {
+        let store = store.clone();
+        let filter = filter.clone();
+        let task = tokio::spawn(async move { store.read_batch(after, &filter, limit).await });
+        Self { after, limit, task }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 enum Step {
@@ -89,10 +120,7 @@ impl Worker {
             return Ok(Step::Idle);
         };
         self.replay_parked().await?;
-        let batch = self
-            .store
-            .read_batch(self.checkpoint, &self.filter, batch_size)
-            .await?;
+        let batch = self.read_batch(batch_size).await?;
         if batch.is_empty() {
             return Ok(if self.adopt_moved_checkpoint().await? {
                 Step::Worked
@@ -100,10 +128,38 @@ impl Worker {
                 Step::Idle
             });
         }
+        if let Some(last) = batch.last().filter(|_| batch.len() == batch_size) {
+            self.prefetch = Some(Prefetch::start(
+                &self.store,
+                &self.filter,
+                last.checkpoint,
+                batch_size,
+            ));
+        }
         if self.process(&batch, true).await? == Handled::Committed {
             progress.handled(batch.len());
         }
         Ok(Step::Worked)
+    }
+
+    /// The next batch after the checkpoint: the prefetched one when it was read from here
+    /// with this size (a reset, a split that stopped short or a new version's batch size
+    /// makes it stale), otherwise a fresh read.
+    async fn read_batch(&mut self, limit: usize) -> Result<Vec<BatchEntry>, StoreError> {
+        if let Some(mut prefetch) = self.prefetch.take()
+            && prefetch.after == self.checkpoint
+            && prefetch.limit == limit
+        {
+            match (&mut prefetch.task).await {
+                Ok(read) => return read,
+                Err(error) => {
+                    debug!(subscription = %self.name, %error, "the prefetch did not finish; reading again");
+                }
+            }
+        }
+        self.store
+            .read_batch(self.checkpoint, &self.filter, limit)
+            .await
     }
 
     /// Waits for something to read: right after a wake-up, re-reads at growing intervals
