@@ -8,6 +8,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// String metadata attached to an event (correlation/causation ids, traceparent...).
@@ -106,13 +108,90 @@ pub struct Event {
     pub aggregate_id: String,
     pub version: Version,
     pub event_type: String,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     pub metadata: Metadata,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// A stored event's payload: valid JSON kept as its text, so events go from the store to a
+/// plugin (which takes text) without being parsed into a tree and printed again. Two payloads
+/// are equal when their JSON values are, whatever their spacing or key order.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// Checks that `text` is one JSON value.
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text).map(Self)
+    }
+
+    pub fn from_value(value: &Value) -> Self {
+        // A `Value` always prints as valid JSON.
+        Self(RawValue::from_string(value.to_string()).expect("a JSON value prints as JSON"))
+    }
+
+    /// The JSON text, as stored.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload parsed.
+    pub fn value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.as_str())
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+            || matches!((self.value(), other.value()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl PartialEq<Value> for Payload {
+    fn eq(&self, other: &Value) -> bool {
+        self.value().is_ok_and(|value| value == *other)
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Event {
     pub fn stream(&self) -> StreamId {
         StreamId::new(&self.aggregate_type, &self.aggregate_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn payloads_keep_their_text_and_compare_as_json_values() {
+        let stored = Payload::from_text(r#"{"b": [1, 2], "a": "x"}"#.to_owned()).unwrap();
+        assert_eq!(stored.as_str(), r#"{"b": [1, 2], "a": "x"}"#);
+        assert_eq!(
+            stored,
+            Payload::from_value(&json!({ "a": "x", "b": [1, 2] }))
+        );
+        assert_eq!(stored, json!({ "a": "x", "b": [1, 2] }));
+        assert_ne!(stored, json!({ "a": "x", "b": [2, 1] }));
+        assert!(Payload::from_text("{oops".to_owned()).is_err());
+        assert!(Payload::from_text("1 2".to_owned()).is_err());
+    }
+
+    #[test]
+    fn a_payload_serializes_as_its_json_not_as_a_string() {
+        let payload = Payload::from_text(r#"{"n":1}"#.to_owned()).unwrap();
+        assert_eq!(serde_json::to_string(&payload).unwrap(), r#"{"n":1}"#);
+        let back: Payload = serde_json::from_str(r#" {"n": 1} "#).unwrap();
+        assert_eq!(back, payload);
     }
 }

@@ -15,4 +15,4 @@ pub mod runtime;
 pub mod shutdown;
 pub mod store;
 
-pub use event::{Event, ExpectedVersion, Metadata, NewEvent, Position, StreamId, Version};
+pub use event::{Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version};

@@ -247,7 +247,7 @@ async fn batches_apply_filters_and_resume_after_their_checkpoint(store: &impl Ev
         event_types: vec!["x.created".into()],
     };
     let hits = read_everything(store, &both, 10, 1).await;
-    assert_eq!(hits[0].payload["n"], 3);
+    assert_eq!(hits[0].payload.value().unwrap()["n"], 3);
     let several = Filter {
         aggregate_types: vec!["invoice".into(), "order".into()],
         ..Filter::default()

@@ -144,7 +144,11 @@ async fn native_batch(batch: &[Event], store: &MemoryStore) -> BenchResult<()> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            (event.id.to_string(), event.payload.to_string(), metadata)
+            (
+                event.id.to_string(),
+                event.payload.as_str().to_owned(),
+                metadata,
+            )
         })
         .collect();
     let reads: Arc<dyn Reads> = Arc::new(store.clone());

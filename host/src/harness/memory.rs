@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::event::{Event, ExpectedVersion, NewEvent, StreamId, Version};
+use crate::event::{Event, ExpectedVersion, NewEvent, Payload, StreamId, Version};
 use crate::runtime::{ReadError, Reads};
 
 /// When the harness's clock starts: 2026-01-01T00:00:00Z.
@@ -145,7 +145,7 @@ impl Inner {
             aggregate_id: stream.aggregate_id.clone(),
             version,
             event_type: event.event_type,
-            payload: event.payload,
+            payload: Payload::from_value(&event.payload),
             metadata: event.metadata,
             recorded_at,
         };

@@ -179,7 +179,11 @@ fn emitted_differences(expected: &[ExpectedEvent], actual: &[Event]) -> Vec<Stri
             want.event_type.clone().map(Value::String),
             Value::String(got.event_type.clone()),
         );
-        check("payload", want.payload.clone(), got.payload.clone());
+        check(
+            "payload",
+            want.payload.clone(),
+            got.payload.value().unwrap_or(Value::Null),
+        );
         let metadata = |metadata: &Metadata| serde_json::to_value(metadata).unwrap_or(Value::Null);
         check(
             "metadata",

@@ -64,7 +64,7 @@ impl From<&Event> for wit::Event {
             },
             version: event.version,
             event_type: event.event_type.clone(),
-            payload: event.payload.to_string(),
+            payload: event.payload.as_str().to_owned(),
             metadata: event
                 .metadata
                 .iter()

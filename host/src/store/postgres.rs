@@ -16,7 +16,7 @@ use super::{
     Appended, AppendedEvent, BatchEntry, Checkpoint, EventStore, Filter, PreparedEvent, StoreError,
     StoreLimits, from_sql_int, prepare, sql_int, sql_limit,
 };
-use crate::event::{Event, ExpectedVersion, Metadata, Position, StreamId, Version};
+use crate::event::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
 
 /// The channel `eventhost.append()` notifies on commit; the daemon listens on it.
 pub const NOTIFY_CHANNEL: &str = "eventhost";
@@ -236,7 +236,7 @@ pub(super) fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
         aggregate_id: row.try_get("aggregate_id")?,
         version: from_sql_int(row.try_get("version")?),
         event_type: row.try_get("event_type")?,
-        payload: row.try_get("payload")?,
+        payload: row.try_get::<Json<Payload>, _>("payload")?.0,
         metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
         recorded_at: row.try_get("recorded_at")?,
     })
