@@ -18,7 +18,6 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -123,7 +122,7 @@ pub struct Dispatcher {
     store: Store,
     config: DispatchConfig,
     reads: Arc<dyn Reads>,
-    wakeups: watch::Receiver<u64>,
+    wakeups: wakeup::Wakeups,
     listener: ShutdownTrigger,
     plugins: HashMap<String, Installed>,
 }
@@ -273,6 +272,7 @@ impl Dispatcher {
             shutdown,
             checkpoint: record.checkpoint,
             prefetch: None,
+            replay_checked: None,
         };
         Ok(Running {
             filter,

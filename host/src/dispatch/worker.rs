@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::progress::Progress;
+use super::wakeup::Wakeups;
 use super::{DispatchConfig, Dispatchable};
 use crate::event::Event;
 use crate::runtime::{Effects, Reads};
@@ -54,11 +54,13 @@ pub(crate) struct Worker {
     pub(crate) filter: Filter,
     pub(crate) config: DispatchConfig,
     pub(crate) reads: Arc<dyn Reads>,
-    pub(crate) wakeups: watch::Receiver<u64>,
+    pub(crate) wakeups: Wakeups,
     pub(crate) shutdown: Shutdown,
     pub(crate) checkpoint: Checkpoint,
     /// The read of the batch after the last full one, in flight.
     pub(crate) prefetch: Option<Prefetch>,
+    /// When replay requests were last looked for.
+    pub(crate) replay_checked: Option<Instant>,
 }
 
 /// A `read_batch` running in its own task; aborted when dropped unused.
@@ -119,7 +121,9 @@ impl Worker {
             // The new version dropped this subscription; the dispatcher is stopping us.
             return Ok(Step::Idle);
         };
-        self.replay_parked().await?;
+        if self.replay_due() {
+            self.replay_parked().await?;
+        }
         let batch = self.read_batch(batch_size).await?;
         if batch.is_empty() {
             return Ok(if self.adopt_moved_checkpoint().await? {
@@ -172,7 +176,7 @@ impl Worker {
         }
         let poll = self.config.poll_interval;
         tokio::select! {
-            changed = self.wakeups.changed() => match changed {
+            changed = self.wakeups.any.changed() => match changed {
                 Ok(()) => Some(Duration::from_millis(1)),
                 Err(_) => {
                     // No more wake-ups (the listener stopped): poll, still minding shutdown.
@@ -183,6 +187,23 @@ impl Worker {
             _ = tokio::time::sleep(poll) => None,
             _ = self.shutdown.requested() => None,
         }
+    }
+
+    /// Whether to look for replay requests now: at the first step, after a control
+    /// notification, and otherwise once a poll interval (SQLite's requests, or a lost
+    /// notification). Not at every batch: the look-up is a round trip on the way from an
+    /// append's commit to its handler.
+    fn replay_due(&mut self) -> bool {
+        let signalled = self.wakeups.control.has_changed().unwrap_or(false);
+        let stale = self
+            .replay_checked
+            .is_none_or(|checked| checked.elapsed() >= self.config.poll_interval);
+        if !(signalled || stale) {
+            return false;
+        }
+        self.wakeups.control.mark_unchanged();
+        self.replay_checked = Some(Instant::now());
+        true
     }
 
     /// Sleeps, unless shutdown comes first.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 pub use checkpoint::Checkpoint;
 pub use error::StoreError;
 pub use plugins::{PluginRecord, PluginRecords};
-pub use postgres::{NOTIFY_CHANNEL, PgStore};
+pub use postgres::{CONTROL_NOTIFICATION, NOTIFY_CHANNEL, PgStore};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{
     BatchCommit, Park, ParkedEvent, ParkedSelection, PendingAppend, SubscriptionRecord,

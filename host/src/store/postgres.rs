@@ -21,6 +21,10 @@ use crate::event::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId
 /// The channel `eventhost.append()` notifies on commit; the daemon listens on it.
 pub const NOTIFY_CHANNEL: &str = "eventhost";
 
+/// The payload of a notification that asks for more than a read: an operator's request to
+/// replay parked events. Appends notify with an empty payload.
+pub const CONTROL_NOTIFICATION: &str = "control";
+
 /// A pool of connections to one PostgreSQL database holding the `eventhost` schema.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -116,8 +120,18 @@ impl PgStore {
     /// one lock, and holding it only for a commit that does not wait for a disk flush
     /// keeps concurrent appenders from queueing behind each other's fsyncs.
     pub(super) async fn notify(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+        self.notify_with("").await
+    }
+
+    /// Wakes the daemons with [`CONTROL_NOTIFICATION`].
+    pub(super) async fn notify_control(&self) -> Result<(), sqlx::Error> {
+        self.notify_with(CONTROL_NOTIFICATION).await
+    }
+
+    async fn notify_with(&self, payload: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
+            .bind(payload)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -321,7 +321,7 @@ impl SubscriptionStore for PgStore {
         };
         let marked = query.execute(self.pool()).await?.rows_affected();
         if marked > 0 {
-            self.notify().await?;
+            self.notify_control().await?;
         }
         Ok(marked)
     }
