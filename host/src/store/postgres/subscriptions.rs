@@ -171,6 +171,20 @@ impl PgStore {
     }
 }
 
+/// How a batch's transaction begins. A batch that appends no event writes only what the
+/// durable events can rebuild (its checkpoint, its state, a parked entry): it commits without
+/// waiting for the WAL flush. A server crash may then lose its last such commits, each whole
+/// (checkpoint and state together), and the daemon runs those batches again: effects stay
+/// exactly once, and the wait leaves the path from an append to the next batch's handler. A
+/// batch that appends events records new facts and waits for them to be durable.
+fn begin_statement(commit: &BatchCommit) -> &'static str {
+    if commit.appends.is_empty() {
+        "BEGIN; SET LOCAL synchronous_commit = off"
+    } else {
+        "BEGIN"
+    }
+}
+
 impl SubscriptionStore for PgStore {
     async fn ensure_subscription(
         &self,
@@ -216,7 +230,7 @@ impl SubscriptionStore for PgStore {
     }
 
     async fn commit_batch(&self, commit: &BatchCommit) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with(begin_statement(commit)).await?;
         self.commit_in(&mut tx, commit).await?;
         tx.commit().await?;
         if !commit.appends.is_empty() {
@@ -430,5 +444,28 @@ impl crate::store::PluginRecords for PgStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ExpectedVersion, NewEvent, StreamId};
+    use crate::store::PendingAppend;
+
+    #[test]
+    fn only_a_batch_that_appends_waits_for_the_wal_flush() {
+        let mut commit = BatchCommit::advance("p.s", Checkpoint::ORIGIN, Checkpoint::ORIGIN);
+        commit.state = vec![("count".to_owned(), Some("1".to_owned()))];
+        assert_eq!(
+            begin_statement(&commit),
+            "BEGIN; SET LOCAL synchronous_commit = off"
+        );
+        commit.appends.push(PendingAppend {
+            stream: StreamId::new("order", "o-1"),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent::new("shipped", serde_json::json!({}))],
+        });
+        assert_eq!(begin_statement(&commit), "BEGIN");
     }
 }
