@@ -106,3 +106,25 @@ fn a_bad_sidecar_is_refused_naming_its_file() {
         assert!(stderr.contains("counter.toml"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_sidecar_payload_cap_above_the_stores_is_refused() {
+    let too_big = Deployed::counter(Some("[limits]\npayload_bytes = 2000000\n"));
+    for args in [&["plugins", "check"][..], &["test"][..]] {
+        let output = eventhost(args, &too_big.wasm());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("counter.toml"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("store's cap of 1048576"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let at_the_cap = Deployed::counter(Some("[limits]\npayload_bytes = 1048576\n"));
+    let output = eventhost(&["plugins", "check"], &at_the_cap.wasm());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::dispatch::Dispatchable;
 use crate::runtime::{Limits, LoadError, Runtime};
+use crate::store::StoreLimits;
 
 /// The operator's overrides for one plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -83,10 +84,25 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
 pub fn read_sidecar(wasm: &Path) -> Result<Sidecar, PluginsError> {
     let path = wasm.with_extension("toml");
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|error| PluginsError::SidecarInvalid {
-            path,
-            message: error.to_string(),
-        }),
+        Ok(text) => {
+            let sidecar: Sidecar =
+                toml::from_str(&text).map_err(|error| PluginsError::SidecarInvalid {
+                    path: path.clone(),
+                    message: error.to_string(),
+                })?;
+            let store_cap = StoreLimits::default().max_payload_bytes as u64;
+            if sidecar.limits.payload_bytes > store_cap {
+                return Err(PluginsError::SidecarInvalid {
+                    path,
+                    message: format!(
+                        "limits.payload_bytes = {} is above the store's cap of {store_cap} bytes \
+                         per payload: no event that large could be stored",
+                        sidecar.limits.payload_bytes
+                    ),
+                });
+            }
+            Ok(sidecar)
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Sidecar::default()),
         Err(source) => Err(PluginsError::SidecarRead { path, source }),
     }

@@ -17,6 +17,7 @@ use super::limits::{Limits, StoreLimiter};
 use super::output::LogSink;
 use super::reads::{ReadError, Reads};
 use crate::event::{Event, Metadata, NewEvent, StreamId, Version};
+use crate::store::StoreLimits;
 
 /// The most entries one `state-scan` or `read-stream` returns.
 const MAX_PAGE: u32 = 1000;
@@ -161,6 +162,14 @@ impl BatchState {
             return Err(wit::HostError::Invalid(
                 "emit needs at least one event".to_owned(),
             ));
+        }
+        let most = StoreLimits::default().max_events_per_append;
+        if events.len() > most {
+            return Err(wit::HostError::Invalid(format!(
+                "one emit can carry at most {most} events (the store's cap on one append); \
+                 this one has {}: split them over several emits",
+                events.len()
+            )));
         }
         let events = self.checked_events(events)?;
         let actual = match self.versions.get(&stream) {
@@ -548,6 +557,28 @@ mod tests {
             "{emitted:?}"
         );
         assert!(batch.emitted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_emit_over_the_stores_append_cap_is_refused_at_the_call() {
+        let mut batch = batch();
+        batch.limits.emitted_events = 50_000;
+        let most = StoreLimits::default().max_events_per_append;
+        let order = StreamId::new("order", "o-1");
+        let too_many = vec![event(); most + 1];
+        let emitted = batch
+            .emit(order.clone(), ExpectedVersion::Any, too_many)
+            .await;
+        assert!(
+            matches!(&emitted, Err(wit::HostError::Invalid(message)) if message.contains("split them")),
+            "{emitted:?}"
+        );
+        assert!(batch.emitted.is_empty());
+        let emitted = batch
+            .emit(order, ExpectedVersion::Any, vec![event(); most])
+            .await;
+        assert!(emitted.is_ok(), "{emitted:?}");
+        assert_eq!(batch.emitted[0].events.len(), most);
     }
 
     #[tokio::test]
