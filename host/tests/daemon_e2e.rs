@@ -316,6 +316,13 @@ async fn termination_signals_while_idle_exit_zero_promptly(database: TestDatabas
             log.contains("stopping") && log.contains("stopped"),
             "SIG{signal}: the log says nothing of stopping:\n{log}"
         );
+        let plugins = deployment
+            .cli_ok(&["plugins", "list", "--json"])
+            .await
+            .json_lines();
+        assert_eq!(plugins.len(), 1, "{plugins:?}");
+        assert_eq!(plugins[0]["status"], "stopped", "SIG{signal}: {plugins:?}");
+        assert_eq!(plugins[0]["name"], "counter", "{plugins:?}");
     }
 }
 

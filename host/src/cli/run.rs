@@ -82,6 +82,7 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
             warn!("abandoning the batches in flight: none of their effects were committed");
         }
     }
+    registry.stop().await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

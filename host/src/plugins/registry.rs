@@ -131,6 +131,20 @@ impl Registry {
             .seen = seen;
     }
 
+    /// Records every running plugin as `stopped`: the daemon is exiting. Rejected and
+    /// removed files keep their records.
+    pub async fn stop(&mut self) {
+        let running: Vec<(PathBuf, String)> = self
+            .files
+            .iter()
+            .filter(|(_, state)| state.plugin.is_some())
+            .map(|(path, state)| (path.clone(), state.seen.0.clone()))
+            .collect();
+        for (path, hash) in running {
+            self.record(&path, hash, "stopped", None).await;
+        }
+    }
+
     fn provider_of(&self, plugin: &str) -> Option<PathBuf> {
         self.files
             .iter()
