@@ -86,7 +86,11 @@ impl Drop for Prefetch {
 }
 
 enum Step {
+    /// Handled a full batch: there may be more to read at once.
     Worked,
+    /// Handled a batch shorter than the batch size: it was everything readable, so the next
+    /// read waits for a wake-up (a notification that came meanwhile is still pending).
+    CaughtUp,
     Idle,
 }
 
@@ -107,6 +111,7 @@ impl Worker {
         while !self.shutdown.is_requested() {
             match self.step(&mut progress).await {
                 Ok(Step::Worked) => eager = None,
+                Ok(Step::CaughtUp) => eager = self.idle(None).await,
                 Ok(Step::Idle) => eager = self.idle(eager).await,
                 Err(error) => self.recover(error).await,
             }
@@ -143,7 +148,11 @@ impl Worker {
         if self.process(&batch, true).await? == Handled::Committed {
             progress.handled(batch.len());
         }
-        Ok(Step::Worked)
+        Ok(if batch.len() < batch_size {
+            Step::CaughtUp
+        } else {
+            Step::Worked
+        })
     }
 
     /// The next batch after the checkpoint: the prefetched one when it was read from here
