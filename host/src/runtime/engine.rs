@@ -2,7 +2,8 @@
 //! pooling instance allocator.
 //!
 //! In the daemon a guest is stopped by epoch interruption: a timer thread ticks the engine's
-//! epoch every [`EPOCH_TICK`] and each batch's store traps past its deadline. The thread stops
+//! epoch every [`EPOCH_TICK`] while a guest runs and each batch's store traps past its
+//! deadline. The thread stops
 //! when the last holder of the engine (the `Runtime` and the plugins it loaded) is dropped. In
 //! deterministic mode (the harness) fuel is counted instead, so the same batch stops at the
 //! same instruction on every machine.
@@ -11,7 +12,7 @@
 //! once; it reserves address space (not memory) up front. If that reservation fails, the
 //! engine falls back to on-demand allocation and says so in a warning.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -114,34 +115,92 @@ fn pooling(pool: &PoolSize) -> PoolingAllocationConfig {
     config
 }
 
-/// The thread that advances the engine's epoch. Dropping it stops and joins the thread.
+/// The thread that advances the engine's epoch while at least one guest runs (see
+/// [`EpochTicker::ticking`]); with none running it sleeps, so an idle daemon does not wake
+/// every tick. A deadline counts ticks from when it is set, and only a running guest can
+/// reach it, so ticks skipped while nothing runs change nothing. Dropping the ticker stops
+/// and joins the thread.
 pub(crate) struct EpochTicker {
-    stop: Option<mpsc::Sender<()>>,
+    guests: Arc<Guests>,
     thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Guests {
+    state: Mutex<GuestsState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GuestsState {
+    running: usize,
+    stop: bool,
+}
+
+impl Guests {
+    fn lock(&self) -> MutexGuard<'_, GuestsState> {
+        // The state is two plain fields, consistent at every unlock: a panic elsewhere
+        // while holding the lock leaves nothing half-done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Keeps the epoch advancing while it lives: one per running guest call.
+pub(crate) struct Ticking {
+    guests: Arc<Guests>,
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.guests.lock().running -= 1;
+    }
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: &Engine) -> Result<Self, RuntimeError> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let guests = Arc::new(Guests::default());
         let engine = engine.clone();
+        let watched = Arc::clone(&guests);
         let thread = std::thread::Builder::new()
             .name("eventhost-epoch".to_owned())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                loop {
+                    let mut state = watched.lock();
+                    while state.running == 0 && !state.stop {
+                        state = watched
+                            .changed
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if state.stop {
+                        return;
+                    }
+                    drop(state);
+                    std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                 }
             })
             .map_err(RuntimeError::Ticker)?;
         Ok(Self {
-            stop: Some(stop),
+            guests,
             thread: Some(thread),
         })
+    }
+
+    /// Starts the epoch ticking (if it was not) until the returned guard is dropped.
+    pub(crate) fn ticking(&self) -> Ticking {
+        self.guests.lock().running += 1;
+        self.guests.changed.notify_one();
+        Ticking {
+            guests: Arc::clone(&self.guests),
+        }
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        self.guests.lock().stop = true;
+        self.guests.changed.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -89,7 +89,7 @@ pub(crate) struct Shared {
     interruption: Interruption,
     randomness: Randomness,
     pool: Option<PoolSize>,
-    _ticker: Option<EpochTicker>,
+    ticker: Option<EpochTicker>,
 }
 
 /// Loads plugins. Cheap to clone; clones share the engine, the linker and the cache.
@@ -131,7 +131,7 @@ impl Runtime {
             interruption: config.interruption,
             randomness,
             pool: config.pool,
-            _ticker: ticker,
+            ticker,
         };
         Ok(Self {
             shared: Arc::new(shared),

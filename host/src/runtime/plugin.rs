@@ -13,7 +13,7 @@ use super::Shared;
 use super::bindings::{Handler, HandlerPre, wit};
 use super::cache::CacheOutcome;
 use super::effects::{Effects, LogLine};
-use super::engine::{EPOCH_TICK, Interruption};
+use super::engine::{EPOCH_TICK, EpochTicker, Interruption};
 use super::error::HandleError;
 use super::host::{BatchState, HostState};
 use super::info::PluginInfo;
@@ -227,6 +227,7 @@ async fn call<R>(
     store: &mut Store<HostState>,
     body: impl AsyncFnOnce(Handler, &mut Store<HostState>) -> wasmtime::Result<R>,
 ) -> Result<R, HandleError> {
+    let _ticking = shared.ticker.as_ref().map(EpochTicker::ticking);
     let wall_budget = match shared.interruption {
         Interruption::Epoch => limits.time_per_batch() + GRACE,
         Interruption::Fuel => limits.time_per_batch() * FUEL_WALL_FACTOR,
