@@ -184,6 +184,15 @@ pub async fn wait_for_checkpoint(
     }
 }
 
+/// Logs to stderr, `warn` and above unless `RUST_LOG` says otherwise.
+pub fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+}
+
 /// A table's header row and its rule.
 pub fn header(titles: &[&str]) {
     cells(

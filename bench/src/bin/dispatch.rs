@@ -31,8 +31,8 @@ use eventhost::store::{
 };
 use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
 use eventhost_bench::{
-    BatchDone, BenchDatabase, Dispatcher, Probe, cells, header, millis, settle_backlog, target_dir,
-    thousands, wait_for_checkpoint,
+    BatchDone, BenchDatabase, Dispatcher, Probe, cells, header, init_logs, millis, settle_backlog,
+    target_dir, thousands, wait_for_checkpoint,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -88,11 +88,7 @@ const FLAT: f64 = 0.1;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    init_logs();
     let args = Args::parse();
     ensure!(args.events >= SLICES, "--events must be at least {SLICES}");
     ensure!(args.rate > 0, "--rate must be positive");

@@ -54,7 +54,7 @@ use eventhost::runtime::{Reads, Runtime, RuntimeConfig};
 use eventhost::store::{EventStore, PgStore, Store, StoreLimits, SubscriptionStore};
 use eventhost::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_bench::{
-    BenchDatabase, Dispatcher, Probe, cells, header, millis, settle_backlog, thousands,
+    BenchDatabase, Dispatcher, Probe, cells, header, init_logs, millis, settle_backlog, thousands,
     wait_for_checkpoint,
 };
 use serde_json::{Value, json};
@@ -129,11 +129,7 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(1800);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    init_logs();
     let args = Args::parse();
     ensure!(args.events > 0, "--events must be positive");
     ensure!(args.warm_starts > 0, "--warm-starts must be positive");
