@@ -137,7 +137,8 @@ impl Worker {
                 Step::Idle
             });
         }
-        if let Some(last) = batch.last().filter(|_| batch.len() == batch_size) {
+        let full = batch.len() == batch_size;
+        if let Some(last) = batch.last().filter(|_| full) {
             self.prefetch = Some(Prefetch::start(
                 &self.store,
                 &self.filter,
@@ -148,11 +149,7 @@ impl Worker {
         if self.process(&batch, true).await? == Handled::Committed {
             progress.handled(batch.len());
         }
-        Ok(if batch.len() < batch_size {
-            Step::CaughtUp
-        } else {
-            Step::Worked
-        })
+        Ok(if full { Step::Worked } else { Step::CaughtUp })
     }
 
     /// The next batch after the checkpoint: the prefetched one when it was read from here

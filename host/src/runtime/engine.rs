@@ -3,10 +3,9 @@
 //!
 //! In the daemon a guest is stopped by epoch interruption: a timer thread ticks the engine's
 //! epoch every [`EPOCH_TICK`] while a guest runs and each batch's store traps past its
-//! deadline. The thread stops
-//! when the last holder of the engine (the `Runtime` and the plugins it loaded) is dropped. In
-//! deterministic mode (the harness) fuel is counted instead, so the same batch stops at the
-//! same instruction on every machine.
+//! deadline. The thread stops when the last holder of the engine (the `Runtime` and the
+//! plugins it loaded) is dropped. In deterministic mode (the harness) fuel is counted instead,
+//! so the same batch stops at the same instruction on every machine.
 //!
 //! The pool is sized for about 50 plugins running up to [`PoolSize::instances`] batches at
 //! once; it reserves address space (not memory) up front. If that reservation fails, the
