@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use eventhost::Event;
-use eventhost::dispatch::{self, DispatchConfig, Dispatchable, Handler};
-use eventhost::runtime::{Effects, HandleError, PluginInfo, Reads};
-use eventhost::shutdown::ShutdownTrigger;
-use eventhost::store::{Checkpoint, PgStore, Store, StoreError, SubscriptionStore};
+use eventhost_dispatch::shutdown::ShutdownTrigger;
+use eventhost_dispatch::{self as dispatch, DispatchConfig, Dispatchable, Handler};
+use eventhost_domain::Event;
+use eventhost_runtime::{Effects, HandleError, PluginInfo, Reads};
+use eventhost_store::{Checkpoint, PgStore, Store, StoreError, SubscriptionStore};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::postgres::PgConnectOptions;
@@ -129,7 +129,7 @@ impl Handler for Probe {
     }
 }
 
-/// `eventhost::dispatch::run` with one handler, in a task, until [`Dispatcher::stop`].
+/// `eventhost_dispatch::run` with one handler, in a task, until [`Dispatcher::stop`].
 pub struct Dispatcher {
     trigger: ShutdownTrigger,
     task: JoinHandle<Result<(), StoreError>>,

@@ -1,18 +1,12 @@
 //! eventhost: a PostgreSQL (or embedded SQLite) event store whose durable subscriptions feed
 //! batches of events to sandboxed WebAssembly plugins.
 //!
-//! The path of an event: [`store`] (append, ordered gap-free reads) -> [`dispatch`]
-//! (subscriptions, checkpoints, effects) -> [`runtime`] (wasmtime, the plugin contract in
-//! `wit/`) -> the plugin. [`cli`] is a thin layer on top that parses, calls, and prints.
+//! This crate is the `eventhost` binary's: the command line ([`cli`]) and the daemon's wiring
+//! ([`daemon`]). The work happens in the crates along an event's path: `eventhost-domain`
+//! (the words and the rules of an append), `eventhost-store` (append, ordered gap-free reads,
+//! subscriptions), `eventhost-dispatch` (workers, wake-ups, the plugins folder),
+//! `eventhost-runtime` (wasmtime and the plugin contract in `wit/`), and `eventhost-harness`
+//! (plugin tests with no database). See `docs/architecture.md`.
 
 pub mod cli;
-pub mod dispatch;
-pub mod event;
-pub mod harness;
-pub mod input;
-pub mod plugins;
-pub mod runtime;
-pub mod shutdown;
-pub mod store;
-
-pub use event::{Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version};
+pub mod daemon;

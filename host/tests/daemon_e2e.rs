@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use daemon::{Deployment, TestDatabase};
-use eventhost::store::{self, Store, SubscriptionStore};
+use eventhost_store::{self as store, Store, SubscriptionStore};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use daemon::{Daemon, Deployment, TestDatabase};
-use eventhost::store::{self, EventStore, Store, SubscriptionStore};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
 use rand::Rng;
 use serde_json::json;
 

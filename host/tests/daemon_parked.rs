@@ -15,8 +15,8 @@ mod support;
 use std::time::Duration;
 
 use daemon::{Daemon, Deployment, TestDatabase};
-use eventhost::store::{self, EventStore, Store, SubscriptionStore};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use uuid::Uuid;

@@ -1,5 +1,5 @@
-//! Hot reload through the real daemon (DESIGN section 7): the plugin file is replaced, broken,
-//! deleted and added while the daemon runs. Releases `a`, `b` and `c` of plugin `versioned`
+//! Hot reload through the real daemon (docs/architecture.md, Lifecycle): the plugin file is
+//! replaced, broken, deleted and added while the daemon runs. Releases `a`, `b` and `c` of plugin `versioned`
 //! write their tag into state key `seen/<event id>` for each event they handle, so an effect
 //! lost or repeated across a swap shows as a missing key or a key holding two tags, and which
 //! release handled an event stays visible. Also: a changed filter rebuilds the subscription
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use daemon::{Daemon, Deployment, TestDatabase};
-use eventhost::plugins::DEBOUNCE;
-use eventhost::store::{self, EventStore, PluginRecords, Store, SubscriptionStore};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_dispatch::plugins::DEBOUNCE;
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{self as store, EventStore, PluginRecords, Store, SubscriptionStore};
 use rand::Rng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -897,26 +897,13 @@ async fn an_idle_daemon_leaves_its_plugin_file_alone() {
 /// `bytes` with a custom section appended: the same plugin, in a file the compile cache has
 /// never seen, so loading it compiles.
 fn uncached(bytes: &[u8]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"eventhost-test";
-    let mut section = Vec::new();
-    leb128(name.len(), &mut section);
-    section.extend_from_slice(name);
-    section.extend_from_slice(Uuid::new_v4().as_bytes());
+    let unique = Uuid::new_v4();
+    let section = wasm_encoder::CustomSection {
+        name: "eventhost-test".into(),
+        data: unique.as_bytes().as_slice().into(),
+    };
     let mut out = bytes.to_vec();
-    out.push(0);
-    leb128(section.len(), &mut out);
-    out.extend_from_slice(&section);
+    wasm_encoder::ComponentSection::append_to_component(&section, &mut out);
     out
 }
 

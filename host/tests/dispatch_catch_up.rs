@@ -9,11 +9,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventhost::dispatch::{self, DispatchConfig, Dispatchable, Handler};
-use eventhost::runtime::{Effects, HandleError, PluginInfo, Reads, StartFrom, SubscriptionSpec};
-use eventhost::shutdown::ShutdownTrigger;
-use eventhost::store::{self, EventStore, Store, SubscriptionStore};
-use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_dispatch::shutdown::ShutdownTrigger;
+use eventhost_dispatch::{self as dispatch, DispatchConfig, Dispatchable, Handler};
+use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_runtime::{Effects, HandleError, PluginInfo, Reads, StartFrom, SubscriptionSpec};
+use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::json;

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use daemon::{Deployment, EVENTHOST, TestDatabase, compile_cache, dist};
-use eventhost::store::{self, SubscriptionStore};
+use eventhost_store::{self as store, SubscriptionStore};
 use serde_json::Value;
 
 /// Each language's build: the plugin's name and its component under `dist/`.

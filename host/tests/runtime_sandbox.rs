@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventhost::harness::MemoryStore;
-use eventhost::runtime::{
+use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_harness::MemoryStore;
+use eventhost_runtime::{
     CacheOutcome, HandleError, Limits, LoadError, Plugin, Runtime, RuntimeConfig,
 };
-use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
 use serde_json::json;
 
 /// The directory cargo builds into: `CARGO_TARGET_DIR` when absolute, else the ancestor of
@@ -77,7 +77,7 @@ async fn handle(
     plugin: &Plugin,
     subscription: &str,
     batch_len: usize,
-) -> Result<eventhost::runtime::Effects, HandleError> {
+) -> Result<eventhost_runtime::Effects, HandleError> {
     let store = MemoryStore::new();
     let batch = events(&store, batch_len);
     plugin.handle(subscription, &batch, Arc::new(store)).await

@@ -13,8 +13,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use eventhost::store::{EventStore, PgStore, StoreLimits};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{EventStore, PgStore, StoreLimits};
 use serde_json::json;
 use sqlx::{PgPool, Row};
 use tokio::process::Command;

@@ -6,8 +6,8 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use eventhost::store::{Checkpoint, EventStore, Filter, StoreError};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{Checkpoint, EventStore, Filter, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -332,7 +332,7 @@ async fn read_everything(
     filter: &Filter,
     page: usize,
     expected: usize,
-) -> Vec<eventhost::Event> {
+) -> Vec<eventhost_domain::Event> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut checkpoint = Checkpoint::ORIGIN;
     let mut events = Vec::new();

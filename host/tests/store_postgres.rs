@@ -11,8 +11,8 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use eventhost::store::{BatchEntry, Checkpoint, EventStore, Filter, PgStore, StoreLimits};
-use eventhost::{ExpectedVersion, NewEvent, StreamId, Version};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId, Version};
+use eventhost_store::{BatchEntry, Checkpoint, EventStore, Filter, PgStore, StoreLimits};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgDatabaseError, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};

@@ -3,8 +3,8 @@
 
 mod support;
 
-use eventhost::store::{EventStore, SqliteStore, StoreLimits};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{EventStore, SqliteStore, StoreLimits};
 use serde_json::json;
 
 use support::SqliteFile;

@@ -1,4 +1,4 @@
-//! The stress test behind the gap-free subscription order on PostgreSQL (DESIGN.md section 3).
+//! The stress test behind the gap-free subscription order on PostgreSQL (docs/architecture.md, the path of one event).
 //!
 //! For a few seconds, writers append through `eventhost.append()` inside transactions held
 //! open for random times -- racing on the same streams with expected versions read just
@@ -12,8 +12,8 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use eventhost::store::{Checkpoint, EventStore, Filter, PgStore, StoreError, StoreLimits};
-use eventhost::{ExpectedVersion, NewEvent, StreamId, Version};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId, Version};
+use eventhost_store::{Checkpoint, EventStore, Filter, PgStore, StoreError, StoreLimits};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

@@ -6,11 +6,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use eventhost::store::{
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{
     BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedSelection, PendingAppend,
     StoreError, SubscriptionStore,
 };
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
 use serde_json::json;
 
 const SUB: &str = "projection.totals";

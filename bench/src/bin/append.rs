@@ -1,5 +1,5 @@
 //! Append throughput: `PgStore::append` against plain INSERTs of the same rows into a table
-//! of the same shape, side by side in one run (DESIGN.md section 9).
+//! of the same shape, side by side in one run (docs/architecture.md, figures we aim for).
 //!
 //! `cargo run --release -p eventhost-bench --bin append [-- --seconds N]` creates a database
 //! of its own on DATABASE_URL's server, measures each scenario for N seconds after a short
@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use eventhost::store::{EventStore, PgStore, StoreLimits};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_bench::{BenchDatabase, thousands};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_store::{EventStore, PgStore, StoreLimits};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::time::Instant;
@@ -34,7 +34,7 @@ struct Args {
     )]
     database_url: String,
     /// Commit without waiting for the WAL flush, on every side: shows the CPU cost of each
-    /// way in once the disk is out of the picture (a diagnostic, not the DESIGN figure).
+    /// way in once the disk is out of the picture (a diagnostic, not the target figure).
     #[arg(long)]
     no_flush_wait: bool,
 }
@@ -88,7 +88,7 @@ impl Scenario {
         format!("{events}, {writers}")
     }
 
-    /// What DESIGN.md asks of eventhost in this scenario.
+    /// What docs/architecture.md asks of eventhost in this scenario.
     fn target(&self, raw: f64, eventhost: f64) -> (&'static str, bool) {
         if self.events_per_tx == 1 {
             (">= 0.85x raw", eventhost >= 0.85 * raw)

@@ -1,13 +1,13 @@
 //! The dispatcher end to end: catch-up throughput from a backlog and commit-to-handler
-//! latency, through `eventhost::dispatch::run` on PostgreSQL, for the counter plugin
+//! latency, through `eventhost_dispatch::run` on PostgreSQL, for the counter plugin
 //! (WebAssembly) and for the same counter in native Rust, side by side in one run
-//! (DESIGN.md section 9).
+//! (docs/architecture.md, figures we aim for).
 //!
 //! `cargo run --release -p eventhost-bench --bin dispatch [-- --events N --seconds S]`
 //! creates a database of its own on DATABASE_URL's server, appends a backlog of N events,
 //! lets each handler's subscription catch up from the origin, times where a batch's time
 //! goes (read, handle, commit), then appends single events at a steady rate for S seconds
-//! to each caught-up handler, prints the tables beside the DESIGN targets, and drops the
+//! to each caught-up handler, prints the tables beside the targets, and drops the
 //! database. The counter component is `dist/plugins/counter.wasm`
 //! (`bash scripts/build-plugins.sh`); `--wasm` points elsewhere.
 //!
@@ -21,18 +21,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use eventhost::dispatch::{Handler, StoreReads};
-use eventhost::plugins::load_plugin;
-use eventhost::runtime::{
-    Effects, HandleError, PluginInfo, Reads, Runtime, RuntimeConfig, StartFrom, SubscriptionSpec,
-};
-use eventhost::store::{
-    BatchCommit, Checkpoint, EventStore, Filter, PgStore, Store, StoreLimits, SubscriptionStore,
-};
-use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
 use eventhost_bench::{
     BatchDone, BenchDatabase, Dispatcher, Probe, cells, header, init_logs, millis, settle_backlog,
     target_dir, thousands, wait_for_checkpoint,
+};
+use eventhost_dispatch::plugins::load_plugin;
+use eventhost_dispatch::{Handler, StoreReads};
+use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_runtime::{
+    Effects, HandleError, PluginInfo, Reads, Runtime, RuntimeConfig, StartFrom, SubscriptionSpec,
+};
+use eventhost_store::{
+    BatchCommit, Checkpoint, EventStore, Filter, PgStore, Store, StoreLimits, SubscriptionStore,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -116,7 +116,7 @@ impl Handlers {
         };
         let runtime = Runtime::new(RuntimeConfig::daemon(target.join("bench-dispatch-cache")))
             .context("start the runtime")?;
-        let wasm = load_plugin(&runtime, &path)
+        let wasm = load_plugin(&runtime, &path, StoreLimits::default())
             .await
             .with_context(|| format!("load {}", path.display()))?;
         println!(
@@ -823,7 +823,7 @@ impl Report {
                 p50_ratio <= 2.0,
             ),
         ];
-        println!("DESIGN.md section 9 targets");
+        println!("targets (docs/architecture.md)");
         header(&["figure", "measured", "target", "met"]);
         for (figure, measured, target, met) in rows {
             cells(&[

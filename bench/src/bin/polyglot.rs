@@ -13,7 +13,7 @@
 //! 1. Component size: the `.wasm` file as deployed (the guest language's runtime included:
 //!    CPython for Python, StarlingMonkey for JavaScript).
 //! 2. Cold compile: a [`Runtime`] in the daemon's configuration on a fresh, empty compile
-//!    cache directory, then `eventhost::plugins::load_plugin` timed, as the daemon loads a
+//!    cache directory, then `eventhost_dispatch::plugins::load_plugin` timed, as the daemon loads a
 //!    plugin it has never seen: compile, write the artifact to the cache, link, instantiate
 //!    once for `describe`. Creating the runtime (engine, instance pool) is not included: a
 //!    daemon does it once for all its plugins.
@@ -26,7 +26,7 @@
 //!    `order.line-added`, then `order.paid`, sometimes twice, and/or `order.cancelled`, or
 //!    neither, over thousands of orders of a few hundred customers; one `PgStore::append` per
 //!    order carrying its whole history, from concurrent writers). Then each plugin alone runs
-//!    through the real pipeline, `eventhost::dispatch::run`, its subscription `totals`
+//!    through the real pipeline, `eventhost_dispatch::run`, its subscription `totals`
 //!    catching up from the origin to the store's head; timed from the dispatcher's start to
 //!    the committed checkpoint reaching the head (a [`Probe`] around the handler says when it
 //!    has seen every event, without changing the dispatcher). Batches are the plugin's own
@@ -48,15 +48,15 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use eventhost::dispatch::{Dispatchable, Handler, StoreReads};
-use eventhost::plugins::load_plugin;
-use eventhost::runtime::{Reads, Runtime, RuntimeConfig};
-use eventhost::store::{EventStore, PgStore, Store, StoreLimits, SubscriptionStore};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_bench::{
     BenchDatabase, Dispatcher, Probe, cells, header, init_logs, millis, settle_backlog, thousands,
     wait_for_checkpoint,
 };
+use eventhost_dispatch::plugins::load_plugin;
+use eventhost_dispatch::{Dispatchable, Handler, StoreReads};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_runtime::{Reads, Runtime, RuntimeConfig};
+use eventhost_store::{EventStore, PgStore, Store, StoreLimits, SubscriptionStore};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -236,7 +236,7 @@ async fn load_timings(
 
     let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
     let started = Instant::now();
-    let cold_plugin = load_plugin(&runtime, path)
+    let cold_plugin = load_plugin(&runtime, path, StoreLimits::default())
         .await
         .with_context(|| format!("load {}", path.display()))?;
     let cold = started.elapsed();
@@ -269,7 +269,7 @@ async fn load_timings(
     for _ in 0..warm_starts {
         let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
         let started = Instant::now();
-        let loaded = load_plugin(&runtime, path)
+        let loaded = load_plugin(&runtime, path, StoreLimits::default())
             .await
             .with_context(|| format!("load {}", path.display()))?;
         warm.push(started.elapsed());
@@ -786,7 +786,7 @@ async fn append_backlog(store: &PgStore, total: u64) -> Result<Backlog> {
 
 fn print_summary(args: &Args, loaded: &[Loaded], throughputs: &[Throughput]) {
     println!(
-        "order-totals by language: cold compile on an empty cache, warm start (median of {}), catch-up through eventhost::dispatch::run on PostgreSQL over {} events",
+        "order-totals by language: cold compile on an empty cache, warm start (median of {}), catch-up through eventhost_dispatch::run on PostgreSQL over {} events",
         args.warm_starts,
         thousands(args.events as f64)
     );

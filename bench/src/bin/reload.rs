@@ -1,4 +1,4 @@
-//! Hot reload and start-up figures (DESIGN section 9), measured on the daemon's own pieces
+//! Hot reload and start-up figures (docs/architecture.md, figures we aim for), measured on the daemon's own pieces
 //! (`Watcher` + `Registry` + `Dispatcher`, wired as `eventhost run` wires them) in-process,
 //! over an SQLite store in a temporary directory.
 //!
@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use eventhost::dispatch::{DispatchConfig, Dispatcher};
-use eventhost::plugins::{Registry, Watcher};
-use eventhost::runtime::{Limits, Runtime, RuntimeConfig};
-use eventhost::store::{self, EventStore, Store, SubscriptionStore};
-use eventhost::{ExpectedVersion, NewEvent, StreamId};
+use eventhost::daemon::{self, Daemon, DaemonConfig};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_runtime::{Limits, Runtime, RuntimeConfig};
+use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -133,7 +132,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "(includes the watcher's {} ms debounce and a {} ms poll of the state)",
-        eventhost::plugins::DEBOUNCE.as_millis(),
+        eventhost_dispatch::plugins::DEBOUNCE.as_millis(),
         TICK.as_millis()
     );
     println!();
@@ -167,7 +166,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     println!();
 
-    println!("DESIGN targets");
+    println!("targets (docs/architecture.md)");
     println!(
         "{:<52} {:>10} {:>12} {:>6}",
         "figure", "target", "measured", ""
@@ -237,7 +236,8 @@ async fn reload_run(
     std::fs::create_dir_all(&folder)?;
     let target = folder.join("versioned.wasm");
     std::fs::write(&target, release_a)?;
-    let store = store::connect(&format!("sqlite://{}", dir.join("x.db").display())).await?;
+    let database = format!("sqlite://{}", dir.join("x.db").display());
+    let store = store::connect(&database).await?;
     let runtime = Runtime::new(RuntimeConfig::daemon(&cache))?;
     if !cold {
         // Both releases in the compile cache before anything is measured.
@@ -247,8 +247,17 @@ async fn reload_run(
                 .await?;
         }
     }
-    let (stop, stopped) = oneshot::channel();
-    let daemon = tokio::spawn(daemon(folder.clone(), runtime, store.clone(), stopped));
+    drop(runtime);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut config = DaemonConfig::new(database.clone(), &folder);
+    config.cache_dir = cache.clone();
+    let daemon = tokio::spawn(daemon::run(
+        config,
+        async {
+            let _ = stopped.await;
+        },
+        std::future::pending(),
+    ));
     // Release `a` serving first.
     let mut n = 0u64;
     wait_for_tag(&store, "a", &mut n).await?;
@@ -277,34 +286,6 @@ async fn reload_run(
     daemon.await??;
     samples.sort();
     Ok(samples)
-}
-
-/// `eventhost run`'s loop: watch first, start the dispatcher, load the folder, apply changes.
-async fn daemon(
-    folder: PathBuf,
-    runtime: Runtime,
-    store: Store,
-    mut stopped: oneshot::Receiver<()>,
-) -> anyhow::Result<()> {
-    let folder = std::fs::canonicalize(&folder)?;
-    let mut watcher = Watcher::new(&folder)?;
-    let mut dispatcher =
-        Dispatcher::start(store.clone(), DispatchConfig::for_store(&store)).await?;
-    let mut registry = Registry::new(runtime, store);
-    registry.load_folder(&folder, &mut dispatcher).await?;
-    loop {
-        tokio::select! {
-            changes = watcher.changes() => {
-                let Some(paths) = changes else { break };
-                for path in paths {
-                    registry.apply(&path, &mut dispatcher).await;
-                }
-            }
-            _ = &mut stopped => break,
-        }
-    }
-    dispatcher.stop().await;
-    Ok(())
 }
 
 /// Appends an `item` event every [`TICK`] until the last committed batch carries `tag`.
@@ -351,27 +332,24 @@ fn startup(folder: &Path, cache: &Path, database: &Path) -> anyhow::Result<(f64,
     Ok((seconds, rss))
 }
 
-/// One start-up, as `eventhost run` does it: runtime, dispatcher, every plugin of the folder.
+/// One start-up, as `eventhost run` does it: store, runtime, dispatcher, every plugin of the
+/// folder.
 async fn startup_child(folder: &Path, cache: &Path, database: &Path) -> anyhow::Result<()> {
-    let store = store::connect(&format!("sqlite://{}", database.display())).await?;
+    let mut config = DaemonConfig::new(format!("sqlite://{}", database.display()), folder);
+    config.cache_dir = cache.to_path_buf();
+    store::connect(&config.database_url).await?;
     let started = Instant::now();
-    let runtime = Runtime::new(RuntimeConfig::daemon(cache))?;
-    let folder = std::fs::canonicalize(folder)?;
-    let _watcher = Watcher::new(&folder)?;
-    let mut dispatcher =
-        Dispatcher::start(store.clone(), DispatchConfig::for_store(&store)).await?;
-    let mut registry = Registry::new(runtime, store);
-    registry.load_folder(&folder, &mut dispatcher).await?;
+    let daemon = Daemon::start(config).await?;
     let elapsed = started.elapsed();
-    let expected = eventhost::plugins::plugin_files(&folder)?.len();
-    let loaded = dispatcher.plugins().count();
+    let expected = eventhost_dispatch::plugins::plugin_files(folder)?.len();
+    let loaded = daemon.plugins().count();
     if loaded != expected {
         bail!("{loaded} of {expected} plugins loaded");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = vm_rss_kb()?;
     println!("STARTUP {} {rss}", elapsed.as_secs_f64());
-    dispatcher.stop().await;
+    daemon.run(async {}, std::future::pending()).await;
     Ok(())
 }
 
@@ -410,27 +388,13 @@ fn rename_plugin(bytes: &[u8], from: &[u8], to: &[u8]) -> anyhow::Result<Vec<u8>
     Ok(out)
 }
 
-/// Appends a custom section (id 0) to a component: same behaviour, a new hash.
+/// Appends a custom section to a component: same behaviour, a new hash.
 fn add_custom_section(bytes: &mut Vec<u8>, name: String) {
-    let mut payload = Vec::new();
-    leb128(&mut payload, name.len() as u64);
-    payload.extend_from_slice(name.as_bytes());
-    payload.extend_from_slice(b"cache-buster");
-    bytes.push(0);
-    leb128(bytes, payload.len() as u64);
-    bytes.extend_from_slice(&payload);
-}
-
-fn leb128(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+    let section = wasm_encoder::CustomSection {
+        name: name.into(),
+        data: b"cache-buster".as_slice().into(),
+    };
+    wasm_encoder::ComponentSection::append_to_component(&section, bytes);
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {

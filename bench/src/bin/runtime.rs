@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventhost::harness::MemoryStore;
-use eventhost::runtime::{Limits, Plugin, Reads, Runtime, RuntimeConfig};
-use eventhost::{Event, ExpectedVersion, NewEvent, StreamId};
 use eventhost_bench::target_dir;
+use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_harness::MemoryStore;
+use eventhost_runtime::{Limits, Plugin, Reads, Runtime, RuntimeConfig};
 
 /// Events pushed through each handler per batch size.
 const EVENTS_PER_RUN: usize = 100_000;

@@ -1,8 +1,9 @@
 //! `eventhost append`: one event from flags, or many from a JSONL file or stdin.
 //!
-//! A file is read and checked whole before anything is written. Lines are then appended in
-//! order, each line its own atomic append; on a conflict the command stops, says which line
-//! failed and how many were appended before it.
+//! A file is read and checked whole (every rule the store applies, line by line) before
+//! anything is written; then every line is appended, in order, in one transaction: all of
+//! them or none. A line refused on the way (a conflict) is named by its number, and nothing
+//! of the file is written.
 
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
@@ -11,9 +12,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use uuid::Uuid;
 
-use crate::event::{ExpectedVersion, Metadata};
-use crate::input::{EventLine, parse_expected_version, read_event_lines};
-use crate::store::{self, Appended, EventStore};
+use eventhost_domain::input::{EventLine, parse_expected_version, read_event_lines};
+use eventhost_domain::{ExpectedVersion, Metadata};
+use eventhost_store::{self as store, Appended, EventStore, PendingAppend, StoreError};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -59,25 +60,37 @@ pub async fn run(database_url: &str, args: AppendArgs) -> anyhow::Result<ExitCod
         None => vec![line_from_flags(args)?],
     };
     let store = store::connect(database_url).await?;
+    let appends: Vec<PendingAppend> = lines
+        .iter()
+        .map(|line| PendingAppend {
+            stream: line.stream(),
+            expected: line.expected_version,
+            events: vec![line.new_event()],
+        })
+        .collect();
+    let appended = store
+        .append_all(&appends)
+        .await
+        .map_err(|error| refused_line(error, &lines))?;
     let mut stdout = std::io::stdout().lock();
-    for (number, line) in (1..).zip(&lines) {
-        let appended = store
-            .append(&line.stream(), line.expected_version, &[line.new_event()])
-            .await
-            .with_context(|| progress(number, lines.len()))?;
-        print_appended(&mut stdout, line, &appended)?;
+    for (line, appended) in lines.iter().zip(&appended) {
+        print_appended(&mut stdout, line, appended)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Says which event of the input failed; the ones before it were appended, none after.
-fn progress(number: usize, total: usize) -> String {
-    if total == 1 {
-        "append failed".to_owned()
-    } else {
-        let appended = number - 1;
-        format!("event {number} of {total} failed ({appended} appended before it, none after)")
-    }
+/// Names the input line an append error is about; nothing of the input was written.
+fn refused_line(error: StoreError, lines: &[EventLine]) -> anyhow::Error {
+    let StoreError::InAppend { index, source } = error else {
+        return anyhow::Error::new(error).context("append failed: nothing was written");
+    };
+    let what = match lines.get(index) {
+        Some(line) if lines.len() > 1 && line.line > 0 => {
+            format!("line {}: nothing of the input was written", line.line)
+        }
+        _ => "append failed".to_owned(),
+    };
+    anyhow::Error::new(*source).context(what)
 }
 
 fn read_file(path: &PathBuf) -> anyhow::Result<Vec<EventLine>> {
@@ -104,6 +117,7 @@ fn line_from_flags(args: AppendArgs) -> anyhow::Result<EventLine> {
         metadata: args.metadata.into_iter().collect::<Metadata>(),
         id: args.id,
         expected_version: args.expected_version.unwrap_or_default(),
+        line: 0,
     })
 }
 

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::store::{self, StoreError};
+use eventhost_store::{self as store, StoreError};
 
 /// The SQLite file used when neither `--database-url` nor `DATABASE_URL` is given.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/eventhost.db";
@@ -105,7 +105,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A position or a version as the command line takes it: the store keeps them as signed
+/// 64-bit integers, so larger numbers are a usage error, not an overflow.
+pub(crate) fn stored_number() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(..=i64::MAX as u64)
+}
+
 fn fail(error: &anyhow::Error) -> ExitCode {
+    // The reader of stdout went away (`| head`): the end of the output, not a failure.
+    let closed_stdout = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if closed_stdout {
+        return ExitCode::SUCCESS;
+    }
     eprintln!("error: {}", one_line(error));
     let conflict = error.chain().any(|cause| {
         matches!(

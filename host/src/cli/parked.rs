@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::store::{self, ParkedSelection, SubscriptionStore};
+use eventhost_store::{self as store, ParkedSelection, SubscriptionStore};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ParkedCommand {

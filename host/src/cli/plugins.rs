@@ -10,8 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::runtime::{Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec};
-use crate::store::{self, PluginRecords};
+use eventhost_domain::StoreLimits;
+use eventhost_runtime::{Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec};
+use eventhost_store::{self as store, PluginRecords};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginsCommand {
@@ -33,7 +34,7 @@ pub struct CheckArgs {
     #[arg(long)]
     json: bool,
     /// Where compiled artifacts are cached.
-    #[arg(long, env = "EVENTHOST_CACHE_DIR", default_value = crate::runtime::DEFAULT_CACHE_DIR)]
+    #[arg(long, env = "EVENTHOST_CACHE_DIR", default_value = eventhost_runtime::DEFAULT_CACHE_DIR)]
     cache_dir: PathBuf,
 }
 
@@ -86,18 +87,22 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         pool: None,
         cache_dir: Some(args.cache_dir),
         seeded_random: false,
+        store_limits: StoreLimits::default(),
     };
     let runtime = Runtime::new(config)?;
     // As the daemon loads it: with the limits of its sidecar `NAME.toml`, if any.
-    let plugin = crate::plugins::load_plugin(&runtime, &args.plugin)
-        .await
-        .with_context(|| format!("{} is rejected", args.plugin.display()))?;
+    let plugin =
+        eventhost_dispatch::plugins::load_plugin(&runtime, &args.plugin, StoreLimits::default())
+            .await
+            .with_context(|| format!("{} is rejected", args.plugin.display()))?;
     let info = plugin.handler.info();
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(info)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(info)?)
     } else {
-        print!("{}", describe(info));
+        write!(out, "{}", describe(info))
     }
+    .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -124,8 +129,8 @@ fn describe_subscription(plugin: &str, subscription: &SubscriptionSpec) -> Strin
         list(&subscription.event_types),
         subscription.batch_size,
         match subscription.start_from {
-            crate::runtime::StartFrom::Beginning => "beginning",
-            crate::runtime::StartFrom::Now => "now",
+            eventhost_runtime::StartFrom::Beginning => "beginning",
+            eventhost_runtime::StartFrom::Now => "now",
         }
     )
 }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::event::{Event, StreamId};
-use crate::store::{self, EventStore, Store};
+use eventhost_domain::{Event, StreamId};
+use eventhost_store::{self as store, EventStore, Store};
 
 /// Rows fetched per round trip; output streams out page by page.
 const PAGE: usize = 1_000;
@@ -17,7 +17,7 @@ pub struct ReadArgs {
     scope: Scope,
 
     /// Start after this position (all, category) or version (stream).
-    #[arg(long, global = true, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0, value_parser = super::stored_number())]
     after: u64,
 
     /// Print at most this many events.
@@ -52,13 +52,7 @@ pub async fn run(database_url: &str, args: ReadArgs) -> anyhow::Result<ExitCode>
         };
         for event in &page {
             let line = serde_json::to_string(event).context("cannot encode an event")?;
-            match writeln!(stdout, "{line}") {
-                // The reader went away (`| head`): that is the end of the output, not a failure.
-                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                other => other.context("cannot write to stdout")?,
-            }
+            writeln!(stdout, "{line}").context("cannot write to stdout")?;
         }
         remaining -= page.len();
     }

@@ -7,13 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use eventhost_runtime::DEFAULT_CACHE_DIR;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracing::{info, warn};
+use tokio::sync::oneshot;
+use tracing::info;
 
-use crate::dispatch::{DispatchConfig, Dispatcher};
-use crate::plugins::{Registry, Watcher};
-use crate::runtime::{DEFAULT_CACHE_DIR, Runtime, RuntimeConfig};
-use crate::store;
+use crate::daemon::{self, DaemonConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -41,48 +40,30 @@ pub struct RunArgs {
 pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     // Listen before anything slow: a signal during start-up stops the daemon gracefully too.
     let mut signals = Termination::listen()?;
-    let store = store::connect(database_url).await?;
-    let runtime = Runtime::new(RuntimeConfig::daemon(&args.cache_dir))
-        .context("cannot start the plugin runtime")?;
-    let mut config = DispatchConfig::for_store(&store);
+    let (first, first_signal) = oneshot::channel::<()>();
+    let (second, second_signal) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        signals.next().await;
+        let _ = first.send(());
+        signals.next().await;
+        let _ = second.send(());
+    });
+    let mut config = DaemonConfig::new(database_url, &args.plugins);
+    config.cache_dir = args.cache_dir;
+    config.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
     config.max_attempts = args.max_attempts;
     config.progress_interval = Duration::from_secs(args.progress_interval);
-    if let Some(poll) = args.poll_interval_ms {
-        config.poll_interval = Duration::from_millis(poll.max(1));
-    }
-
-    // One spelling of every path: the watcher reports absolute ones.
-    let folder = std::fs::canonicalize(&args.plugins)
-        .with_context(|| format!("cannot open the plugins folder {}", args.plugins.display()))?;
-    // Watch first, so a file that lands during the initial load is not missed.
-    let mut watcher = Watcher::new(&folder)?;
-    let mut dispatcher = Dispatcher::start(store.clone(), config).await?;
-    let mut registry = Registry::new(runtime, store);
-    registry.load_folder(&folder, &mut dispatcher).await?;
-    if dispatcher.plugins().next().is_none() {
-        warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");
-    }
-    info!(plugins = %folder.display(), "eventhost is running; Ctrl-C to stop");
-    loop {
-        tokio::select! {
-            biased;
-            () = signals.next() => break,
-            changes = watcher.changes() => {
-                let Some(paths) = changes else { break };
-                for path in paths {
-                    registry.apply(&path, &mut dispatcher).await;
-                }
-            }
-        }
-    }
-    info!("stopping: finishing the batches in flight (signal again to abandon them)");
-    tokio::select! {
-        () = dispatcher.stop() => {}
-        () = signals.next() => {
-            warn!("abandoning the batches in flight: none of their effects were committed");
-        }
-    }
-    registry.stop().await;
+    // A dropped sender (the signal task ended) resolves the receiver too.
+    daemon::run(
+        config,
+        async {
+            let _ = first_signal.await;
+        },
+        async {
+            let _ = second_signal.await;
+        },
+    )
+    .await?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

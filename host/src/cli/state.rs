@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::store::{self, SubscriptionStore};
+use eventhost_store::{self as store, SubscriptionStore};
 
 /// Entries fetched per round trip.
 const PAGE: usize = 1_000;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::store::{self, SubscriptionStore};
+use eventhost_store::{self as store, SubscriptionStore};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SubscriptionsCommand {
@@ -24,7 +24,7 @@ pub enum SubscriptionsCommand {
         /// The subscription, `<plugin>.<subscription>` as `list` shows it.
         name: String,
         /// Resume after the event at this position (0: from the beginning).
-        #[arg(long, value_name = "POSITION", default_value_t = 0)]
+        #[arg(long, value_name = "POSITION", default_value_t = 0, value_parser = super::stored_number())]
         to: u64,
         /// Also delete the subscription's state, to rebuild a projection from scratch.
         #[arg(long)]

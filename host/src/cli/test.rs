@@ -2,15 +2,16 @@
 //!
 //! Uses the harness (the daemon's runtime over an in-memory store, fuel instead of time). The
 //! report is JSON on stdout. With `--expect`, the report is checked against an expectations
-//! file (format: [`crate::harness::Expectations`]) and every difference is listed on stderr
+//! file (format: [`eventhost_harness::Expectations`]) and every difference is listed on stderr
 //! with exit code 1. Without it, the exit code is 1 when the plugin failed on any event.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::harness::{self, Expectations, Report};
+use eventhost_harness::{self as harness, Expectations, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -23,7 +24,7 @@ pub struct TestArgs {
     #[arg(long)]
     expect: Option<PathBuf>,
     /// Where compiled artifacts are cached.
-    #[arg(long, env = "EVENTHOST_CACHE_DIR", default_value = crate::runtime::DEFAULT_CACHE_DIR)]
+    #[arg(long, env = "EVENTHOST_CACHE_DIR", default_value = eventhost_runtime::DEFAULT_CACHE_DIR)]
     cache_dir: PathBuf,
 }
 
@@ -37,7 +38,12 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     harness.append_fixture(&fixture)?;
     harness.run().await?;
     let report = Report::of(&harness);
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&report)?
+    )
+    .context("cannot write to stdout")?;
     Ok(verdict(&report, expectations.as_ref()))
 }
 

@@ -113,7 +113,7 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     let db = crate::support::PgDatabase::create().await;
-                    let store = eventhost::store::PgStore::connect(&db.url, Default::default()).await.unwrap();
+                    let store = eventhost_store::PgStore::connect(&db.url, Default::default()).await.unwrap();
                     super::$name(&store).await;
                 }
             )*
@@ -123,7 +123,7 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     let file = crate::support::SqliteFile::create();
-                    let store = eventhost::store::SqliteStore::connect(&file.url, Default::default()).await.unwrap();
+                    let store = eventhost_store::SqliteStore::connect(&file.url, Default::default()).await.unwrap();
                     super::$name(&store).await;
                 }
             )*

@@ -1,5 +1,9 @@
 //! Test eventhost plugins in plain `cargo test`, with no database.
 //!
+//! Depends on the runtime and the domain only: a plugin author's `cargo test` builds neither
+//! a database driver nor the daemon. `eventhost test PLUGIN.wasm --events FILE.jsonl` runs the
+//! same [`Harness`] from the command line, for plugins in any language.
+//!
 //! [`TestPlugin`] loads a built `.wasm` into the daemon's own runtime (the same code path, not
 //! a copy) over an in-memory store with a fixed clock and deterministic limits, feeds it events
 //! built in code or read from JSONL, delivers them (and whatever the plugin emits) to every
@@ -15,12 +19,21 @@
 //! assert_eq!(plugin.state_value("all", "count"), Some(json!(1)));
 //! ```
 
+mod driver;
+mod load;
+mod memory;
+mod report;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use eventhost::harness::{Expectations, HandlerFailure, Harness, Report, SubscriptionLog};
-pub use eventhost::runtime::{LogLevel, LogLine, LogSource, PluginInfo};
-pub use eventhost::{Event, ExpectedVersion, Metadata, NewEvent, StreamId};
+pub use driver::{DriveError, HandlerFailure, Harness, HarnessRun, MAX_BATCHES, SubscriptionLog};
+pub use eventhost_domain::input::{EventLine, InputError, read_event_lines};
+pub use eventhost_domain::{AppendError, Event, ExpectedVersion, Metadata, NewEvent, StreamId};
+pub use eventhost_runtime::{LogLevel, LogLine, LogSource, PluginInfo};
+pub use load::{HarnessError, deterministic_runtime, load};
+pub use memory::{CLOCK_START, MemoryStore};
+pub use report::{Expectations, ExpectedEvent, Report, parsed};
 pub use serde_json::{Value, json};
 
 /// A plugin loaded into the harness, driven synchronously.
@@ -52,10 +65,9 @@ impl TestPlugin {
             .build()
             .map_err(|error| format!("cannot start an async executor: {error}"))?;
         let cache = target_dir().map(|dir| dir.join("eventhost-harness-cache"));
-        let runtime =
-            eventhost::harness::deterministic_runtime(cache).map_err(|error| error.to_string())?;
+        let runtime = deterministic_runtime(cache).map_err(|error| error.to_string())?;
         let harness = executor
-            .block_on(eventhost::harness::load(&runtime, path))
+            .block_on(load(&runtime, path))
             .map_err(|error| error.to_string())?;
         Ok(Self { executor, harness })
     }
@@ -89,13 +101,13 @@ impl TestPlugin {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<Event>, eventhost::harness::Conflict> {
+    ) -> Result<Vec<Event>, AppendError> {
         self.harness.append(stream, expected, events)
     }
 
     /// Appends the events of a JSONL fixture (the `eventhost append` line shape).
     pub fn append_jsonl(&mut self, jsonl: &str) {
-        let fixture = eventhost::harness::read_event_lines(jsonl.as_bytes())
+        let fixture = read_event_lines(jsonl.as_bytes())
             .unwrap_or_else(|error| panic!("bad fixture: {error}"));
         self.harness
             .append_fixture(&fixture)
@@ -131,7 +143,7 @@ impl TestPlugin {
         self.harness
             .state(subscription)
             .iter()
-            .map(|(key, value)| (key.clone(), eventhost::harness::parsed(value)))
+            .map(|(key, value)| (key.clone(), parsed(value)))
             .collect()
     }
 
@@ -140,7 +152,7 @@ impl TestPlugin {
         self.harness
             .state(subscription)
             .get(key)
-            .map(|value| eventhost::harness::parsed(value))
+            .map(|value| parsed(value))
     }
 
     /// The events the plugin emitted, as stored.

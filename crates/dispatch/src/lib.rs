@@ -1,0 +1,407 @@
+//! Subscriptions at work: for every subscription of every loaded plugin, a task that reads
+//! batches after its durable checkpoint, runs the plugin, and commits the effects; and the
+//! plugins folder that says which plugins are loaded ([`plugins`]).
+//!
+//! Guarantees (see `docs/architecture.md`): a batch's effects and its new checkpoint commit
+//! in one transaction, guarded by the previous checkpoint, so effects land exactly once
+//! whatever instant the daemon dies at; order is kept within a subscription; subscriptions
+//! run concurrently; a failing plugin parks its poison event and goes on; one process never
+//! runs two workers on one subscription.
+//!
+//! Depends on the store and the runtime, never on the command line.
+
+mod handler;
+pub mod plugins;
+mod progress;
+mod reads;
+pub mod shutdown;
+mod wakeup;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use eventhost_runtime::{PluginInfo, Reads, StartFrom, SubscriptionSpec};
+use eventhost_store::{
+    Checkpoint, EventStore, Filter, Store, StoreError, SubscriptionDefinition, SubscriptionStore,
+};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use handler::Handler;
+pub use reads::StoreReads;
+
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+use worker::Worker;
+
+/// How subscriptions are driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchConfig {
+    /// The longest an idle subscription waits before looking for events it was not woken for.
+    pub poll_interval: Duration,
+    /// Tries of a failing batch (and of its last, single, event) before the event is parked.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further retry doubles it, up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How often a subscription reports its progress while it catches up.
+    pub progress_interval: Duration,
+}
+
+impl DispatchConfig {
+    /// Defaults for `store`: PostgreSQL wakes subscriptions by NOTIFY, so its poll is only
+    /// a fallback; SQLite appends from other processes are found by the poll alone.
+    pub fn for_store(store: &Store) -> Self {
+        let poll_interval = match store {
+            Store::Postgres(_) => Duration::from_secs(1),
+            Store::Sqlite(_) => Duration::from_millis(250),
+        };
+        Self {
+            poll_interval,
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A handler ready to run, with the operator's batch-size cap from its sidecar.
+#[derive(Clone)]
+pub struct Dispatchable {
+    pub handler: Arc<dyn Handler>,
+    pub max_batch_size: Option<u32>,
+}
+
+impl Dispatchable {
+    /// The batch size of the handler's subscription `name`, capped by the sidecar; `None`
+    /// when the handler has no such subscription.
+    pub fn batch_size(&self, name: &str) -> Option<usize> {
+        let spec = self.handler.info().subscription(name)?;
+        Some(eventhost_runtime::capped_batch_size(spec.batch_size, self.max_batch_size) as usize)
+    }
+}
+
+/// The subscription's filter in canonical form: reordering the lists in `describe` is not
+/// a change.
+fn filter_of(spec: &SubscriptionSpec) -> Filter {
+    Filter {
+        aggregate_types: spec.aggregate_types.clone(),
+        event_types: spec.event_types.clone(),
+    }
+    .canonical()
+}
+
+/// A subscription's task.
+struct Running {
+    filter: Filter,
+    trigger: ShutdownTrigger,
+    /// Ends with the worker's last checkpoint.
+    task: JoinHandle<Checkpoint>,
+}
+
+impl Running {
+    /// Stops the worker after its batch in flight, waits for it, and returns where it
+    /// stopped (`None` if its task ended abnormally).
+    async fn stop(self) -> Option<Checkpoint> {
+        self.trigger.trigger();
+        match self.task.await {
+            Ok(checkpoint) => Some(checkpoint),
+            Err(error) => {
+                warn!(%error, "a subscription task ended abnormally");
+                None
+            }
+        }
+    }
+}
+
+/// A worker stopped because a new version changes its subscription, kept so that it can
+/// be started again if the new version cannot be installed.
+struct Stopped {
+    subscription: String,
+    filter: Filter,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// A plugin's current version and its subscriptions' tasks.
+struct Installed {
+    slot: Arc<ArcSwap<Dispatchable>>,
+    workers: HashMap<String, Running>,
+}
+
+/// Runs the subscriptions of the plugins installed in it; plugins can be installed,
+/// replaced and removed while it runs. One process never runs two workers on one
+/// subscription: a plugin's workers are only started by the install that stored their
+/// definitions, and only where none runs.
+///
+/// Installing is all or nothing. Every subscription of the new version is defined in one
+/// store transaction; only when it commits does the new version replace the old one (a
+/// batch in flight finishes on the version it started with) and do new workers start. A
+/// subscription whose filter changed starts fresh in that same transaction (checkpoint back
+/// to its start, state cleared): its worker is stopped first, and started again on the old
+/// version if the transaction fails. A subscription the new version no longer has stops;
+/// its checkpoint and state stay.
+pub struct Dispatcher {
+    store: Store,
+    config: DispatchConfig,
+    reads: Arc<dyn Reads>,
+    wakeups: wakeup::Wakeups,
+    listener: ShutdownTrigger,
+    plugins: HashMap<String, Installed>,
+}
+
+impl Dispatcher {
+    /// Connects the wake-up listener; no plugin is installed yet.
+    pub async fn start(store: Store, config: DispatchConfig) -> Result<Self, StoreError> {
+        let (listener, listening) = ShutdownTrigger::new();
+        let wakeups = wakeup::listen(&store, listening).await?;
+        Ok(Self {
+            reads: Arc::new(StoreReads(store.clone())),
+            store,
+            config,
+            wakeups,
+            listener,
+            plugins: HashMap::new(),
+        })
+    }
+
+    /// Installs a plugin, or replaces the installed plugin of the same name. On an error
+    /// nothing changed: the previous version (if any) still runs every subscription it ran.
+    pub async fn install(&mut self, dispatchable: Dispatchable) -> Result<(), StoreError> {
+        let info = dispatchable.handler.info().clone();
+        let definitions = self.definitions(&info).await?;
+        let mut installed = self.plugins.remove(&info.name);
+        let stopped = match installed.as_mut() {
+            Some(installed) => stop_changed(&info.name, installed, &definitions).await,
+            None => Vec::new(),
+        };
+        let defined = match self
+            .store
+            .define_subscriptions(&info.name, &definitions)
+            .await
+        {
+            Ok(defined) => defined,
+            Err(error) => {
+                if let Some(mut installed) = installed {
+                    self.restart(&info.name, &mut installed, stopped);
+                    self.plugins.insert(info.name.clone(), installed);
+                }
+                return Err(error);
+            }
+        };
+        let mut installed = match installed {
+            Some(installed) => {
+                installed.slot.store(Arc::new(dispatchable));
+                installed
+            }
+            None => Installed {
+                slot: Arc::new(ArcSwap::from_pointee(dispatchable)),
+                workers: HashMap::new(),
+            },
+        };
+        for (spec, defined) in info.subscriptions.iter().zip(defined) {
+            if defined.restarted {
+                info!(subscription = %defined.record.name, "filter changed: the subscription starts fresh, its state cleared");
+            }
+            if !installed.workers.contains_key(&spec.name) {
+                let running = self.start_worker(
+                    &info.name,
+                    &spec.name,
+                    defined.record.filter,
+                    defined.record.checkpoint,
+                    &installed.slot,
+                );
+                installed.workers.insert(spec.name.clone(), running);
+            }
+        }
+        let dropped: Vec<String> = installed
+            .workers
+            .keys()
+            .filter(|name| info.subscription(name).is_none())
+            .cloned()
+            .collect();
+        for name in dropped {
+            if let Some(running) = installed.workers.remove(&name) {
+                running.stop().await;
+                self.record_stopped(&format!("{}.{name}", info.name)).await;
+                info!(plugin = %info.name, subscription = %name, "subscription stopped (dropped by the new version)");
+            }
+        }
+        self.plugins.insert(info.name.clone(), installed);
+        Ok(())
+    }
+
+    /// The durable definition of each subscription of `info`, in its order. Reads the
+    /// store's head for subscriptions that start from now; changes nothing.
+    async fn definitions(
+        &self,
+        info: &PluginInfo,
+    ) -> Result<Vec<SubscriptionDefinition>, StoreError> {
+        let mut head = None;
+        let mut definitions = Vec::with_capacity(info.subscriptions.len());
+        for spec in &info.subscriptions {
+            let start = match spec.start_from {
+                StartFrom::Beginning => Checkpoint::ORIGIN,
+                StartFrom::Now => match head {
+                    Some(head) => head,
+                    None => *head.insert(self.store.head().await?),
+                },
+            };
+            definitions.push(SubscriptionDefinition {
+                name: format!("{}.{}", info.name, spec.name),
+                filter: filter_of(spec),
+                start,
+            });
+        }
+        Ok(definitions)
+    }
+
+    /// Starts again, on the installed version, the workers [`stop_changed`] stopped for an
+    /// install that failed.
+    fn restart(&self, plugin: &str, installed: &mut Installed, stopped: Vec<Stopped>) {
+        for worker in stopped {
+            let Some(checkpoint) = worker.checkpoint else {
+                warn!(plugin, subscription = %worker.subscription, "cannot restart a subscription whose task ended abnormally");
+                continue;
+            };
+            let running = self.start_worker(
+                plugin,
+                &worker.subscription,
+                worker.filter,
+                checkpoint,
+                &installed.slot,
+            );
+            installed.workers.insert(worker.subscription, running);
+        }
+    }
+
+    /// Stops a plugin's subscriptions after their batches in flight; checkpoints and state
+    /// stay, so installing it again resumes where it stopped.
+    pub async fn remove(&mut self, plugin: &str) {
+        if let Some(installed) = self.plugins.remove(plugin) {
+            self.stop_workers(plugin, installed).await;
+            info!(plugin, "plugin removed");
+        }
+    }
+
+    /// Stops a plugin's subscriptions one after the other and records them as stopped, so
+    /// `subscriptions list` does not show a stopped daemon's subscriptions as running.
+    async fn stop_workers(&self, plugin: &str, installed: Installed) {
+        for (name, running) in installed.workers {
+            running.stop().await;
+            self.record_stopped(&format!("{plugin}.{name}")).await;
+        }
+    }
+
+    async fn record_stopped(&self, subscription: &str) {
+        if let Err(error) = self
+            .store
+            .record_status(subscription, "stopped", None, None)
+            .await
+        {
+            warn!(%subscription, %error, "cannot record the stop");
+        }
+    }
+
+    /// The names of the installed plugins.
+    pub fn plugins(&self) -> impl Iterator<Item = &str> {
+        self.plugins.keys().map(String::as_str)
+    }
+
+    /// Stops every subscription after its batch in flight and waits for them.
+    pub async fn stop(mut self) {
+        let plugins: Vec<String> = self.plugins.keys().cloned().collect();
+        for plugin in plugins {
+            if let Some(installed) = self.plugins.remove(&plugin) {
+                self.stop_workers(&plugin, installed).await;
+            }
+        }
+        self.listener.trigger();
+    }
+
+    /// Starts the worker of `plugin`'s subscription `subscription` (its own name for it)
+    /// at `checkpoint`.
+    fn start_worker(
+        &self,
+        plugin: &str,
+        subscription: &str,
+        filter: Filter,
+        checkpoint: Checkpoint,
+        slot: &Arc<ArcSwap<Dispatchable>>,
+    ) -> Running {
+        let name = format!("{plugin}.{subscription}");
+        info!(subscription = %name, %checkpoint, "subscription started");
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let worker = Worker {
+            store: self.store.clone(),
+            slot: Arc::clone(slot),
+            current: slot.load_full(),
+            subscription: subscription.to_owned(),
+            name,
+            filter: filter.clone(),
+            config: self.config,
+            reads: Arc::clone(&self.reads),
+            wakeups: self.wakeups.clone(),
+            shutdown,
+            checkpoint,
+            prefetch: None,
+            replay_checked: None,
+        };
+        Running {
+            filter,
+            trigger,
+            task: tokio::spawn(worker.run()),
+        }
+    }
+}
+
+/// Stops the workers of `installed` whose subscription `definitions` redefine with another
+/// filter: none may commit under the old filter once the new one is stored.
+async fn stop_changed(
+    plugin: &str,
+    installed: &mut Installed,
+    definitions: &[SubscriptionDefinition],
+) -> Vec<Stopped> {
+    let changed: Vec<String> = installed
+        .workers
+        .iter()
+        .filter(|(name, running)| {
+            let durable = format!("{plugin}.{name}");
+            definitions
+                .iter()
+                .any(|definition| definition.name == durable && definition.filter != running.filter)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut stopped = Vec::with_capacity(changed.len());
+    for subscription in changed {
+        if let Some(running) = installed.workers.remove(&subscription) {
+            let filter = running.filter.clone();
+            let checkpoint = running.stop().await;
+            stopped.push(Stopped {
+                subscription,
+                filter,
+                checkpoint,
+            });
+        }
+    }
+    stopped
+}
+
+/// Runs every subscription of `plugins` until `shutdown`; returns when all have stopped.
+pub async fn run(
+    store: Store,
+    plugins: Vec<Dispatchable>,
+    config: DispatchConfig,
+    mut shutdown: Shutdown,
+) -> Result<(), StoreError> {
+    let mut dispatcher = Dispatcher::start(store, config).await?;
+    for dispatchable in plugins {
+        dispatcher.install(dispatchable).await?;
+    }
+    shutdown.requested().await;
+    dispatcher.stop().await;
+    Ok(())
+}

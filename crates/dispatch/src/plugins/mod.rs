@@ -1,0 +1,89 @@
+//! The plugins folder: every `*.wasm` file in it, each with an optional sidecar `NAME.toml`
+//! (see [`eventhost_runtime::Sidecar`]) in which the operator overrides the plugin's limits
+//! and caps its batch size.
+//!
+//! A file that fails to load is reported and skipped: one bad plugin never stops the others.
+//! [`Watcher`] reports changes to the folder; [`Registry`] applies them to the dispatcher.
+
+mod registry;
+mod watcher;
+
+pub use registry::Registry;
+pub use watcher::{DEBOUNCE, Watcher};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eventhost_domain::StoreLimits;
+use eventhost_runtime::{LoadError, Runtime, Sidecar, SidecarError, read_sidecar};
+
+use crate::Dispatchable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    #[error("cannot read the plugins folder {path}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sidecar(#[from] SidecarError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// The `.wasm` files of `dir`, in name order.
+pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
+    let folder_error = |source| PluginsError::Folder {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(folder_error)? {
+        let path = entry.map_err(folder_error)?.path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "wasm")
+            && path.is_file()
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads one plugin file with its sidecar.
+pub async fn load_plugin(
+    runtime: &Runtime,
+    path: &Path,
+    store_limits: StoreLimits,
+) -> Result<Dispatchable, PluginsError> {
+    let sidecar = read_sidecar(path, store_limits)?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    load_bytes(runtime, path, bytes, sidecar).await
+}
+
+/// Loads a plugin from the bytes of the file at `path`, with its sidecar's settings.
+pub(crate) async fn load_bytes(
+    runtime: &Runtime,
+    path: &Path,
+    bytes: Vec<u8>,
+    sidecar: Sidecar,
+) -> Result<Dispatchable, PluginsError> {
+    let label = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let plugin = runtime.load(&label, bytes, sidecar.limits).await?;
+    Ok(Dispatchable {
+        handler: Arc::new(plugin),
+        max_batch_size: sidecar.batch_size,
+    })
+}

@@ -1,0 +1,217 @@
+//! The daemon's plugins: which file provides which plugin, applied to the dispatcher as files
+//! come, change and go, and recorded in the store for `plugins list`.
+//!
+//! A new or changed file is loaded (compiled and validated) before anything else happens;
+//! only a valid plugin replaces the running version. An invalid file is reported and the
+//! old version keeps running. A removed file stops its plugin; checkpoints and state stay,
+//! so putting the file back resumes where it stopped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
+
+use eventhost_runtime::{Runtime, read_sidecar};
+use eventhost_store::{PluginRecord, PluginRecords, Store};
+
+use super::{PluginsError, load_bytes, plugin_files};
+use crate::Dispatcher;
+
+/// What a file last provided.
+#[derive(Debug, Clone)]
+struct FileState {
+    /// The plugin the file runs, if it ever loaded.
+    plugin: Option<(String, String)>,
+    /// What was last read: the file's hash and its sidecar's text.
+    seen: (String, String),
+}
+
+pub struct Registry {
+    runtime: Runtime,
+    store: Store,
+    files: HashMap<PathBuf, FileState>,
+}
+
+impl Registry {
+    pub fn new(runtime: Runtime, store: Store) -> Self {
+        Self {
+            runtime,
+            store,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Loads every plugin file of `dir` into the dispatcher.
+    pub async fn load_folder(
+        &mut self,
+        dir: &Path,
+        dispatcher: &mut Dispatcher,
+    ) -> Result<(), PluginsError> {
+        for path in plugin_files(dir)? {
+            self.apply(&path, dispatcher).await;
+        }
+        Ok(())
+    }
+
+    /// Brings the dispatcher in line with `path` as it is now on disk.
+    pub async fn apply(&mut self, path: &Path, dispatcher: &mut Dispatcher) {
+        let file = path.display().to_string();
+        let bytes = match tokio::fs::read(path).await {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return self.forget(path, dispatcher).await;
+            }
+            Err(error) => {
+                return self
+                    .reject(path, String::new(), format!("cannot read {file}: {error}"))
+                    .await;
+            }
+        };
+        let hash = format!("{:x}", Sha256::digest(&bytes));
+        let sidecar_text = std::fs::read_to_string(path.with_extension("toml")).unwrap_or_default();
+        let seen = (hash.clone(), sidecar_text);
+        if self.files.get(path).is_some_and(|state| state.seen == seen) {
+            return;
+        }
+        let loaded = match read_sidecar(path, self.store.limits()) {
+            Ok(sidecar) => load_bytes(&self.runtime, path, bytes, sidecar).await,
+            Err(error) => Err(error.into()),
+        };
+        let dispatchable = match loaded {
+            Ok(dispatchable) => dispatchable,
+            Err(error) => {
+                self.note_seen(path, seen);
+                return self.reject(path, hash, error.to_string()).await;
+            }
+        };
+        let info = dispatchable.handler.info();
+        let (name, version) = (info.name.clone(), info.version.clone());
+        if let Some(other) = self
+            .provider_of(&name)
+            .filter(|other| other.as_path() != path)
+        {
+            let message = format!("plugin {name} is already provided by {}", other.display());
+            self.note_seen(path, seen);
+            return self.reject(path, hash, message).await;
+        }
+        let previous = self.files.get(path).and_then(|state| state.plugin.clone());
+        if let Err(error) = dispatcher.install(dispatchable).await {
+            return self
+                .reject(
+                    path,
+                    hash,
+                    format!("cannot start its subscriptions: {error}"),
+                )
+                .await;
+        }
+        // A file that now declares another name replaces the plugin it ran, once the new
+        // one runs: a failed install above leaves the old one running.
+        if let Some((old_name, _)) = previous.as_ref().filter(|(old_name, _)| *old_name != name) {
+            dispatcher.remove(old_name).await;
+        }
+        let replaced = previous.map(|(_, old_version)| old_version);
+        info!(file = %file, plugin = %name, %version, replaced = ?replaced, "plugin running");
+        self.files.insert(
+            path.to_owned(),
+            FileState {
+                plugin: Some((name.clone(), version.clone())),
+                seen,
+            },
+        );
+        self.record(path, hash, "running", None).await;
+    }
+
+    /// Remembers what a file held when it was rejected, so the same bytes are not retried.
+    fn note_seen(&mut self, path: &Path, seen: (String, String)) {
+        self.files
+            .entry(path.to_owned())
+            .or_insert_with(|| FileState {
+                plugin: None,
+                seen: Default::default(),
+            })
+            .seen = seen;
+    }
+
+    /// Records every running plugin as `stopped`: the daemon is exiting. Rejected and
+    /// removed files keep their records.
+    pub async fn stop(&mut self) {
+        let running: Vec<(PathBuf, String)> = self
+            .files
+            .iter()
+            .filter(|(_, state)| state.plugin.is_some())
+            .map(|(path, state)| (path.clone(), state.seen.0.clone()))
+            .collect();
+        for (path, hash) in running {
+            self.record(&path, hash, "stopped", None).await;
+        }
+    }
+
+    fn provider_of(&self, plugin: &str) -> Option<PathBuf> {
+        self.files
+            .iter()
+            .find(|(_, state)| {
+                state
+                    .plugin
+                    .as_ref()
+                    .is_some_and(|(name, _)| name == plugin)
+            })
+            .map(|(path, _)| path.clone())
+    }
+
+    async fn forget(&mut self, path: &Path, dispatcher: &mut Dispatcher) {
+        let Some(state) = self.files.remove(path) else {
+            return;
+        };
+        if let Some((name, _)) = &state.plugin {
+            dispatcher.remove(name).await;
+            info!(file = %path.display(), plugin = %name, "plugin file removed: its subscriptions stopped");
+        }
+        let mut record = self.record_for(path, state.seen.0, "removed", None);
+        record.name = state.plugin.as_ref().map(|(name, _)| name.clone());
+        record.version = state.plugin.map(|(_, version)| version);
+        self.write(record).await;
+    }
+
+    async fn reject(&mut self, path: &Path, hash: String, message: String) {
+        let running = self.files.get(path).and_then(|state| state.plugin.clone());
+        match &running {
+            Some((name, version)) => {
+                error!(file = %path.display(), error = %message, "plugin file rejected; {name} {version} keeps running")
+            }
+            None => error!(file = %path.display(), error = %message, "plugin file rejected"),
+        }
+        self.record(path, hash, "rejected", Some(message)).await;
+    }
+
+    async fn record(&mut self, path: &Path, hash: String, status: &str, error: Option<String>) {
+        let record = self.record_for(path, hash, status, error);
+        self.write(record).await;
+    }
+
+    fn record_for(
+        &self,
+        path: &Path,
+        hash: String,
+        status: &str,
+        error: Option<String>,
+    ) -> PluginRecord {
+        let running = self.files.get(path).and_then(|state| state.plugin.clone());
+        PluginRecord {
+            file: path.display().to_string(),
+            name: running.as_ref().map(|(name, _)| name.clone()),
+            version: running.map(|(_, version)| version),
+            hash,
+            loaded_at: Utc::now(),
+            status: status.to_owned(),
+            error,
+        }
+    }
+
+    async fn write(&self, record: PluginRecord) {
+        if let Err(error) = self.store.record_plugin(&record).await {
+            warn!(file = %record.file, %error, "cannot record the plugin's status");
+        }
+    }
+}

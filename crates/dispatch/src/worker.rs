@@ -1,0 +1,561 @@
+//! One subscription's loop: read the next batch after the checkpoint, run the plugin, commit
+//! the effects with the new checkpoint; on failure retry, then split to isolate the poison
+//! event and park it, so the subscription goes on.
+//!
+//! No database transaction is open while the plugin runs: the batch is read, handled, and
+//! then committed in one short transaction that checks the checkpoint has not moved.
+//!
+//! Catching up, the read of the next batch runs while the plugin handles the current one and
+//! its effects commit: a full batch starts a [`Prefetch`] of the events after it, taken at
+//! the next step only if the batch committed whole and the checkpoint is where the prefetch
+//! began. A read is a gap-free prefix of what follows its checkpoint whenever it is made, so
+//! an early read is never wrong, at most shorter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, debug_span, info, warn};
+
+use super::progress::Progress;
+use super::wakeup::Wakeups;
+use super::{DispatchConfig, Dispatchable};
+use crate::shutdown::Shutdown;
+use eventhost_domain::Event;
+use eventhost_runtime::{Effects, Reads};
+use eventhost_store::{
+    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedEvent, PendingAppend,
+    Store, StoreError, SubscriptionStore,
+};
+
+/// Longest pause between re-reads after a wake-up that found nothing readable yet (on
+/// PostgreSQL an older transaction may still hold the events back).
+const MAX_EAGER_DELAY: Duration = Duration::from_millis(256);
+
+/// The longest error message the daemon stores and logs for a failed batch; a longer one
+/// (a plugin's error text is the plugin's to choose) is cut, and says so.
+const MAX_ERROR_BYTES: usize = 4096;
+
+/// Why a batch did not commit, when retrying or isolating may help.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    retryable: bool,
+}
+
+impl Failure {
+    /// A failure whose message the store can keep: NUL characters replaced, cut to
+    /// [`MAX_ERROR_BYTES`].
+    fn new(message: String, retryable: bool) -> Self {
+        let mut message = message.replace('\0', "\u{fffd}");
+        if message.len() > MAX_ERROR_BYTES {
+            let mut end = MAX_ERROR_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("... (cut)");
+        }
+        Self { message, retryable }
+    }
+}
+
+pub(crate) struct Worker {
+    pub(crate) store: Store,
+    /// The plugin's current version; swapped by hot reload. Read once per batch.
+    pub(crate) slot: Arc<ArcSwap<Dispatchable>>,
+    /// The version handling the batch in flight (retries and splits included).
+    pub(crate) current: Arc<Dispatchable>,
+    /// The plugin's own name for the subscription.
+    pub(crate) subscription: String,
+    /// The durable name, `<plugin>.<subscription>`.
+    pub(crate) name: String,
+    /// Fixed for the worker's life: a version that changes it gets a fresh worker.
+    pub(crate) filter: Filter,
+    pub(crate) config: DispatchConfig,
+    pub(crate) reads: Arc<dyn Reads>,
+    pub(crate) wakeups: Wakeups,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) checkpoint: Checkpoint,
+    /// The read of the batch after the last full one, in flight.
+    pub(crate) prefetch: Option<Prefetch>,
+    /// When replay requests were last looked for.
+    pub(crate) replay_checked: Option<Instant>,
+}
+
+/// A `read_batch` running in its own task; aborted when dropped unused.
+pub(crate) struct Prefetch {
+    after: Checkpoint,
+    limit: usize,
+    task: JoinHandle<Result<Vec<BatchEntry>, StoreError>>,
+}
+
+impl Prefetch {
+    fn start(store: &Store, filter: &Filter, after: Checkpoint, limit: usize) -> Self {
+        let store = store.clone();
+        let filter = filter.clone();
+        let task = tokio::spawn(async move { store.read_batch(after, &filter, limit).await });
+        Self { after, limit, task }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+enum Step {
+    /// Handled a full batch: there may be more to read at once.
+    Worked,
+    /// Handled a batch shorter than the batch size: it was everything readable, so the next
+    /// read waits for a wake-up (a notification that came meanwhile is still pending).
+    CaughtUp,
+    Idle,
+}
+
+/// What became of a batch (or part of one) given to [`Worker::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Every event's effects (or its parking) committed.
+    Committed,
+    /// Shutdown came first: the events from the first uncommitted one on are left for the
+    /// next run, and the checkpoint stays before them.
+    Abandoned,
+}
+
+impl Worker {
+    /// Runs until shutdown; returns the checkpoint it stopped at.
+    pub(crate) async fn run(mut self) -> Checkpoint {
+        let mut progress = Progress::new(self.config.progress_interval);
+        let mut eager: Option<Duration> = None;
+        while !self.shutdown.is_requested() {
+            match self.step(&mut progress).await {
+                Ok(Step::Worked) => eager = None,
+                Ok(Step::CaughtUp) => eager = self.idle(None).await,
+                Ok(Step::Idle) => eager = self.idle(eager).await,
+                Err(error) => self.recover(error).await,
+            }
+            progress.maybe_report(&self.store, &self.name).await;
+        }
+        debug!(subscription = %self.name, "stopped");
+        self.checkpoint
+    }
+
+    async fn step(&mut self, progress: &mut Progress) -> Result<Step, StoreError> {
+        self.current = self.slot.load_full();
+        let Some(batch_size) = self.current.batch_size(&self.subscription) else {
+            // The new version dropped this subscription; the dispatcher is stopping us.
+            return Ok(Step::Idle);
+        };
+        if self.replay_due() {
+            self.replay_parked().await?;
+        }
+        let mut batch = self.read_batch(batch_size).await?;
+        if batch.is_empty() {
+            return Ok(if self.adopt_moved_checkpoint().await? {
+                Step::Worked
+            } else {
+                Step::Idle
+            });
+        }
+        let full = batch.len() == batch_size;
+        // An event the store cannot read whole never reaches the plugin: the events before
+        // it are handled, then it is parked with the reason, and the subscription goes on.
+        let defect = batch.iter().position(|entry| entry.defect.is_some());
+        if let Some(index) = defect {
+            if index == 0 {
+                self.park_unreadable(&batch[0]).await?;
+                return Ok(Step::Worked);
+            }
+            batch.truncate(index);
+        }
+        if let Some(last) = batch.last().filter(|_| full && defect.is_none()) {
+            self.prefetch = Some(Prefetch::start(
+                &self.store,
+                &self.filter,
+                last.checkpoint,
+                batch_size,
+            ));
+        }
+        if self.process(&batch, true).await? == Handled::Committed {
+            progress.handled(batch.len());
+        }
+        Ok(if full || defect.is_some() {
+            Step::Worked
+        } else {
+            Step::CaughtUp
+        })
+    }
+
+    /// Parks an event whose stored row cannot be read, without giving it to the plugin.
+    async fn park_unreadable(&mut self, entry: &BatchEntry) -> Result<(), StoreError> {
+        let defect = entry.defect.as_deref().unwrap_or("unknown");
+        let failure = Failure::new(format!("the stored event cannot be read: {defect}"), false);
+        self.park(entry, failure, 0).await
+    }
+
+    /// The next batch after the checkpoint: the prefetched one when it was read from here
+    /// with this size (a reset, a split that stopped short or a new version's batch size
+    /// makes it stale), otherwise a fresh read.
+    async fn read_batch(&mut self, limit: usize) -> Result<Vec<BatchEntry>, StoreError> {
+        if let Some(mut prefetch) = self.prefetch.take()
+            && prefetch.after == self.checkpoint
+            && prefetch.limit == limit
+        {
+            match (&mut prefetch.task).await {
+                Ok(read) => return read,
+                Err(error) => {
+                    debug!(subscription = %self.name, %error, "the prefetch did not finish; reading again");
+                }
+            }
+        }
+        self.store
+            .read_batch(self.checkpoint, &self.filter, limit)
+            .await
+    }
+
+    /// Waits for something to read: right after a wake-up, re-reads at growing intervals
+    /// (events may be committed but not readable yet); otherwise waits for the next wake-up
+    /// or the fallback poll.
+    async fn idle(&mut self, eager: Option<Duration>) -> Option<Duration> {
+        if let Some(delay) = eager.filter(|delay| *delay <= MAX_EAGER_DELAY) {
+            self.pause(delay).await;
+            return Some(delay * 2);
+        }
+        let poll = self.config.poll_interval;
+        tokio::select! {
+            changed = self.wakeups.any.changed() => match changed {
+                Ok(()) => Some(Duration::from_millis(1)),
+                Err(_) => {
+                    // No more wake-ups (the listener stopped): poll, still minding shutdown.
+                    self.pause(poll).await;
+                    None
+                }
+            },
+            _ = tokio::time::sleep(poll) => None,
+            _ = self.shutdown.requested() => None,
+        }
+    }
+
+    /// Whether to look for replay requests now: at the first step, after a control
+    /// notification, and otherwise once a poll interval (SQLite's requests, or a lost
+    /// notification). Not at every batch: the look-up is a round trip on the way from an
+    /// append's commit to its handler.
+    fn replay_due(&mut self) -> bool {
+        let signalled = self.wakeups.control.has_changed().unwrap_or(false);
+        let stale = self
+            .replay_checked
+            .is_none_or(|checked| checked.elapsed() >= self.config.poll_interval);
+        if !(signalled || stale) {
+            return false;
+        }
+        self.wakeups.control.mark_unchanged();
+        self.replay_checked = Some(Instant::now());
+        true
+    }
+
+    /// Sleeps, unless shutdown comes first.
+    async fn pause(&mut self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.shutdown.requested() => {}
+        }
+    }
+
+    /// Takes the stored checkpoint when an operator's reset (or another daemon) moved it
+    /// while this subscription had nothing to read: otherwise an idle subscription would
+    /// only notice at its next commit. Checked after every empty read, one primary-key
+    /// lookup.
+    async fn adopt_moved_checkpoint(&mut self) -> Result<bool, StoreError> {
+        let Some(record) = self.store.subscription(&self.name).await? else {
+            return Ok(false);
+        };
+        if record.checkpoint == self.checkpoint {
+            return Ok(false);
+        }
+        info!(
+            subscription = %self.name, from = %self.checkpoint, to = %record.checkpoint,
+            "checkpoint moved (reset or another daemon); resuming from the stored one"
+        );
+        self.checkpoint = record.checkpoint;
+        Ok(true)
+    }
+
+    /// After a store error: say so, wait, and carry on from the stored checkpoint (which an
+    /// operator's reset or another daemon may have moved).
+    async fn recover(&mut self, error: StoreError) {
+        match &error {
+            StoreError::CheckpointMoved { .. } => {
+                info!(subscription = %self.name, "checkpoint moved (reset or another daemon); resuming from the stored one");
+            }
+            _ => {
+                warn!(subscription = %self.name, %error, "store error; retrying");
+                let _ = self
+                    .store
+                    .record_status(&self.name, "failing", Some(&error.to_string()), None)
+                    .await;
+                self.pause(self.config.backoff_max).await;
+            }
+        }
+        match self.store.subscription(&self.name).await {
+            Ok(Some(record)) => self.checkpoint = record.checkpoint,
+            Ok(None) => warn!(subscription = %self.name, "subscription row is gone"),
+            Err(error) => warn!(subscription = %self.name, %error, "cannot reload the checkpoint"),
+        }
+    }
+
+    /// Handles `entries` and commits; on failure retries (the whole batch up to the attempt
+    /// budget; halves once), then splits, down to one event, which it parks. A shutdown
+    /// during a retry's pause abandons the rest: nothing after an uncommitted event may
+    /// commit, or its checkpoint would pass over that event.
+    async fn process(
+        &mut self,
+        entries: &[BatchEntry],
+        whole: bool,
+    ) -> Result<Handled, StoreError> {
+        let attempts = if whole || entries.len() == 1 {
+            self.config.max_attempts
+        } else {
+            1
+        };
+        let mut failure = None;
+        let mut made = 0;
+        for attempt in 1..=attempts {
+            made = attempt;
+            match self.attempt(entries).await? {
+                Ok(()) => return Ok(Handled::Committed),
+                Err(failed) => {
+                    warn!(
+                        subscription = %self.name, attempt, size = entries.len(),
+                        first_position = entries[0].event.position, error = %failed.message,
+                        "batch failed"
+                    );
+                    let retry = failed.retryable && attempt < attempts;
+                    failure = Some(failed);
+                    if !retry {
+                        break;
+                    }
+                    self.record_failure(failure.as_ref()).await;
+                    self.pause(self.backoff(attempt)).await;
+                    if self.shutdown.is_requested() {
+                        return Ok(Handled::Abandoned);
+                    }
+                }
+            }
+        }
+        let failure = failure.unwrap_or_else(|| Failure::new("no attempt was made".into(), false));
+        if let [entry] = entries {
+            self.park(entry, failure, made).await?;
+            return Ok(Handled::Committed);
+        }
+        let (left, right) = entries.split_at(entries.len() / 2);
+        match Box::pin(self.process(left, false)).await? {
+            Handled::Committed => Box::pin(self.process(right, false)).await,
+            Handled::Abandoned => Ok(Handled::Abandoned),
+        }
+    }
+
+    /// One try: run the plugin on `entries`, commit on success. `Err` is a store failure
+    /// the caller cannot fix by retrying the batch; `Ok(Err)` is a batch failure.
+    async fn attempt(&mut self, entries: &[BatchEntry]) -> Result<Result<(), Failure>, StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(Ok(()));
+        };
+        let span = debug_span!(
+            "batch",
+            plugin = %self.current.handler.info().name,
+            subscription = %self.name,
+            size = entries.len(),
+            first_position = entries[0].event.position,
+            duration_us = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let outcome = self
+            .handle_and_commit(entries, last.checkpoint)
+            .instrument(span.clone())
+            .await;
+        span.record("duration_us", started.elapsed().as_micros() as u64);
+        span.record(
+            "outcome",
+            match &outcome {
+                Ok(Ok(())) => "committed",
+                Ok(Err(_)) => "failed",
+                Err(_) => "store error",
+            },
+        );
+        span.in_scope(|| debug!("batch done"));
+        outcome
+    }
+
+    async fn handle_and_commit(
+        &mut self,
+        entries: &[BatchEntry],
+        to: Checkpoint,
+    ) -> Result<Result<(), Failure>, StoreError> {
+        let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
+        let effects = match self
+            .current
+            .handler
+            .handle(&self.subscription, &events, Arc::clone(&self.reads))
+            .await
+        {
+            Ok(effects) => effects,
+            Err(error) => {
+                return Ok(Err(Failure::new(error.to_string(), error.is_retryable())));
+            }
+        };
+        let commit = commit_for(&self.name, self.checkpoint, to, effects);
+        match self.store.commit_batch(&commit).await {
+            Ok(()) => {
+                self.checkpoint = commit.to;
+                Ok(Ok(()))
+            }
+            Err(error) => commit_failure(error),
+        }
+    }
+
+    async fn park(
+        &mut self,
+        entry: &BatchEntry,
+        failure: Failure,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        warn!(
+            subscription = %self.name, event_id = %entry.event.id, position = entry.event.position,
+            error = %failure.message, "parking the event"
+        );
+        let mut commit = BatchCommit::advance(&self.name, self.checkpoint, entry.checkpoint);
+        commit.park = Some(Park {
+            event_id: entry.event.id,
+            position: entry.event.position,
+            error: failure.message,
+            attempts,
+        });
+        self.store.commit_batch(&commit).await?;
+        self.checkpoint = commit.to;
+        Ok(())
+    }
+
+    /// Runs the events an operator asked to replay; each success resolves its parked entry
+    /// with the effects, in one commit; a failure stays parked with the new error.
+    async fn replay_parked(&mut self) -> Result<(), StoreError> {
+        for (parked, event) in self.store.replay_requests(&self.name).await? {
+            let outcome = self
+                .current
+                .handler
+                .handle(
+                    &self.subscription,
+                    std::slice::from_ref(&event),
+                    Arc::clone(&self.reads),
+                )
+                .await;
+            let failure = match outcome {
+                Ok(effects) => {
+                    let mut commit =
+                        commit_for(&self.name, self.checkpoint, self.checkpoint, effects);
+                    commit.replayed = Some(parked.id);
+                    match self.store.commit_batch(&commit).await {
+                        Ok(()) => {
+                            info!(subscription = %self.name, event_id = %event.id, "replayed a parked event");
+                            continue;
+                        }
+                        Err(error) => match commit_failure(error)? {
+                            Ok(()) => continue,
+                            Err(failure) => failure,
+                        },
+                    }
+                }
+                Err(error) => Failure::new(error.to_string(), false),
+            };
+            self.repark(&parked, failure).await?;
+        }
+        Ok(())
+    }
+
+    async fn repark(&mut self, parked: &ParkedEvent, failure: Failure) -> Result<(), StoreError> {
+        warn!(subscription = %self.name, event_id = %parked.event_id, error = %failure.message, "replay failed; the event stays parked");
+        let mut commit = BatchCommit::advance(&self.name, self.checkpoint, self.checkpoint);
+        commit.park = Some(Park {
+            event_id: parked.event_id,
+            position: parked.position,
+            error: failure.message,
+            attempts: parked.attempts.saturating_add(1),
+        });
+        self.store.commit_batch(&commit).await
+    }
+
+    async fn record_failure(&self, failure: Option<&Failure>) {
+        let message = failure.map(|failure| failure.message.as_str());
+        if let Err(error) = self
+            .store
+            .record_status(&self.name, "failing", message, None)
+            .await
+        {
+            warn!(subscription = %self.name, %error, "cannot record the failure");
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        backoff(&self.config, attempt)
+    }
+}
+
+/// The pause after failed attempt `attempt` (1-based): the base, doubling, up to the maximum.
+fn backoff(config: &DispatchConfig, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    config
+        .backoff_base
+        .saturating_mul(factor)
+        .min(config.backoff_max)
+}
+
+/// A commit error that is the batch's fault (its emitted events) becomes a batch failure;
+/// anything else is the store's.
+fn commit_failure(error: StoreError) -> Result<Result<(), Failure>, StoreError> {
+    match error {
+        StoreError::Conflict { .. } => Ok(Err(Failure::new(error.to_string(), true))),
+        StoreError::PartialDuplicate { .. }
+        | StoreError::PayloadTooLarge { .. }
+        | StoreError::Invalid(_) => Ok(Err(Failure::new(error.to_string(), false))),
+        other => Err(other),
+    }
+}
+
+fn commit_for(name: &str, from: Checkpoint, to: Checkpoint, effects: Effects) -> BatchCommit {
+    let mut commit = BatchCommit::advance(name, from, to);
+    commit.appends = effects
+        .emitted
+        .into_iter()
+        .map(|emit| PendingAppend {
+            stream: emit.stream,
+            expected: emit.expected,
+            events: emit.events,
+        })
+        .collect();
+    commit.state = effects.state.into_iter().collect();
+    commit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_maximum() {
+        let config = DispatchConfig {
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 100,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(10),
+        };
+        let pauses: Vec<u128> = (1..=8)
+            .map(|attempt| backoff(&config, attempt).as_millis())
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(backoff(&config, 100), Duration::from_secs(5), "no overflow");
+    }
+}

@@ -1,0 +1,129 @@
+//! The compiled-artifact cache: compile a component once, load it in milliseconds afterwards.
+//!
+//! An artifact is keyed by sha256 of the wasm bytes plus a digest of the engine's
+//! precompile-compatibility hash (wasmtime version, target, and the settings that shape code),
+//! so a changed engine looks up other files. Files are written to a temporary name and renamed,
+//! so a reader never sees half an artifact. An artifact that fails to load (incompatible,
+//! truncated, corrupt) is recompiled and replaced: the cache never turns into an error.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::error::{LoadError, RuntimeError};
+
+/// Where a loaded component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheOutcome {
+    /// Loaded from a cached artifact.
+    Hit,
+    /// Compiled (no artifact yet, or no cache configured).
+    Compiled,
+    /// A cached artifact could not be loaded, so it was compiled again and replaced.
+    Recompiled,
+}
+
+/// A directory of compiled artifacts that only this daemon writes.
+#[derive(Debug, Clone)]
+pub(crate) struct ArtifactCache {
+    dir: PathBuf,
+    engine_digest: String,
+}
+
+impl ArtifactCache {
+    pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<Self, RuntimeError> {
+        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::CacheDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_digest = format!("{:x}", hasher.0.finalize())[..16].to_owned();
+        Ok(Self {
+            dir: dir.to_owned(),
+            engine_digest,
+        })
+    }
+
+    /// The artifact file for `wasm` under this engine.
+    pub(crate) fn artifact_path(&self, wasm: &[u8]) -> PathBuf {
+        let digest = format!("{:x}", Sha256::digest(wasm));
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_digest))
+    }
+
+    /// Loads the cached artifact for `wasm`, or compiles it and stores the artifact.
+    pub(crate) fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> Result<(Component, CacheOutcome), LoadError> {
+        let path = self.artifact_path(wasm);
+        let outcome = match path.exists() {
+            true => match self.deserialize(engine, &path) {
+                Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Err(error) => {
+                    tracing::warn!(artifact = %path.display(), %error, "cached artifact unusable; recompiling");
+                    CacheOutcome::Recompiled
+                }
+            },
+            false => CacheOutcome::Compiled,
+        };
+        let component = compile(engine, wasm)?;
+        self.store(&component, &path);
+        Ok((component, outcome))
+    }
+
+    fn deserialize(&self, engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+        // SAFETY: deserializing runs native code from the file, so it must come from a trusted
+        // compiler. Files here are written only by `store` below, by this daemon, in a
+        // directory only the daemon writes (operators are told so), under a name derived
+        // from the sha256 of the exact wasm bytes and the engine's compatibility hash; and
+        // wasmtime checks the artifact's header and engine compatibility before using it.
+        unsafe { Component::deserialize_file(engine, path) }
+    }
+
+    /// Writes the artifact to a temporary file beside its final name, then renames it into
+    /// place (a temporary file that is not renamed is deleted). A failure only costs a
+    /// recompilation next time, so it is logged, not returned.
+    fn store(&self, component: &Component, path: &Path) {
+        let written = component
+            .serialize()
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                let mut file = tempfile::NamedTempFile::new_in(&self.dir)
+                    .map_err(|error| error.to_string())?;
+                file.write_all(&bytes).map_err(|error| error.to_string())?;
+                file.persist(path).map_err(|error| error.to_string())?;
+                Ok(())
+            });
+        if let Err(error) = written {
+            tracing::warn!(artifact = %path.display(), %error, "cannot write compiled artifact");
+        }
+    }
+}
+
+pub(crate) fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component, LoadError> {
+    Component::new(engine, wasm).map_err(|error| LoadError::Compile(format!("{error:#}")))
+}
+
+/// Feeds a `Hash` value into sha256, which (unlike `DefaultHasher`) is stable across builds.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes([
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+        ])
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

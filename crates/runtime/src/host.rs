@@ -1,0 +1,684 @@
+//! The `host` interface a plugin imports, implemented over one call's store data.
+//!
+//! Nothing here touches the database: writes go to the batch's buffer ([`BatchState`]),
+//! reads go to [`Reads`] (committed data) layered under the batch's own writes, each read
+//! bounded by the plugin's host-call timeout. During `describe` only `log` works.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{Host, new_event_from_wit, wit};
+use super::effects::{Effects, Emit, LogLevel};
+use super::limits::{Limits, StoreLimiter};
+use super::output::LogSink;
+use super::reads::{ReadError, Reads};
+use eventhost_domain::{Event, Metadata, NewEvent, StoreLimits, StreamId, Version, append};
+
+/// The most entries one `state-scan` or `read-stream` returns.
+const MAX_PAGE: u32 = 1000;
+
+/// The data of one `Store`: one `describe` or one `handle` call.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: StoreLimiter,
+    pub(crate) logs: LogSink,
+    batch: Option<BatchState>,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        wasi: WasiCtx,
+        limiter: StoreLimiter,
+        logs: LogSink,
+        batch: Option<BatchState>,
+    ) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            logs,
+            batch,
+        }
+    }
+
+    /// The first per-batch output cap the guest ran into, if any.
+    pub(crate) fn output_cap_hit(&self) -> Option<&str> {
+        self.batch
+            .as_ref()
+            .and_then(|batch| batch.cap_hit.as_deref())
+    }
+
+    /// The batch's buffered effects, with its logs.
+    pub(crate) fn into_effects(self) -> Effects {
+        let (logs, dropped_log_lines) = self.logs.finish();
+        let (emitted, state) = self
+            .batch
+            .map(|batch| (batch.emitted, batch.state))
+            .unwrap_or_default();
+        Effects {
+            emitted,
+            state,
+            logs,
+            dropped_log_lines,
+        }
+    }
+
+    fn batch(&mut self) -> Result<&mut BatchState, wit::HostError> {
+        self.batch.as_mut().ok_or_else(|| {
+            wit::HostError::Unavailable("only `log` is available during `describe`".to_owned())
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What one `handle` call has buffered so far, and what it needs to check new effects.
+pub(crate) struct BatchState {
+    namespace: String,
+    reads: Arc<dyn Reads>,
+    limits: Limits,
+    /// The caps of the store the batch's effects commit to.
+    store_limits: StoreLimits,
+    /// `causation-id` and `correlation-id` added to emitted events that do not set them.
+    inherited: Metadata,
+    emitted: Vec<Emit>,
+    versions: HashMap<StreamId, Version>,
+    emitted_events: u64,
+    emitted_bytes: u64,
+    state: BTreeMap<String, Option<String>>,
+    state_written: u64,
+    cap_hit: Option<String>,
+}
+
+impl BatchState {
+    /// A batch whose state lives under `namespace` (`<plugin>.<subscription>`).
+    pub(crate) fn new(
+        namespace: String,
+        reads: Arc<dyn Reads>,
+        limits: Limits,
+        store_limits: StoreLimits,
+        batch: &[Event],
+    ) -> Self {
+        Self {
+            namespace,
+            reads,
+            limits,
+            store_limits,
+            inherited: inherited_metadata(batch),
+            emitted: Vec::new(),
+            versions: HashMap::new(),
+            emitted_events: 0,
+            emitted_bytes: 0,
+            state: BTreeMap::new(),
+            state_written: 0,
+            cap_hit: None,
+        }
+    }
+
+    /// Awaits a read, turning a failure or a timeout into `unavailable` for the guest.
+    async fn read<T>(
+        &self,
+        what: &str,
+        read: impl Future<Output = Result<T, ReadError>>,
+    ) -> Result<T, wit::HostError> {
+        match tokio::time::timeout(self.limits.host_call_timeout(), read).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(wit::HostError::Unavailable(format!(
+                "{what} failed: {error}"
+            ))),
+            Err(_) => Err(wit::HostError::Unavailable(format!(
+                "{what} timed out after {} ms",
+                self.limits.host_call_timeout_ms
+            ))),
+        }
+    }
+
+    fn exceed(&mut self, message: String) -> wit::HostError {
+        self.cap_hit.get_or_insert_with(|| message.clone());
+        wit::HostError::LimitExceeded(message)
+    }
+
+    async fn emit(
+        &mut self,
+        stream: StreamId,
+        expected: eventhost_domain::ExpectedVersion,
+        events: Vec<wit::NewEvent>,
+    ) -> Result<u64, wit::HostError> {
+        if stream.aggregate_type.is_empty() || stream.aggregate_id.is_empty() {
+            return Err(wit::HostError::Invalid(
+                "a stream needs an aggregate-type and an aggregate-id".to_owned(),
+            ));
+        }
+        if events.is_empty() {
+            return Err(wit::HostError::Invalid(
+                "emit needs at least one event".to_owned(),
+            ));
+        }
+        let most = self.store_limits.max_events_per_append;
+        if events.len() > most {
+            return Err(wit::HostError::Invalid(format!(
+                "one emit can carry at most {most} events (the store's cap on one append); \
+                 this one has {}: split them over several emits",
+                events.len()
+            )));
+        }
+        let events = self.checked_events(events)?;
+        // What the store would refuse at the commit is refused here, where the guest hears why.
+        append::prepare(&stream, &events, self.store_limits)
+            .map_err(|error| wit::HostError::Invalid(error.to_string()))?;
+        let actual = match self.versions.get(&stream) {
+            Some(version) => *version,
+            None => {
+                self.read(
+                    "reading the stream's version",
+                    self.reads.stream_version(&stream),
+                )
+                .await?
+            }
+        };
+        if !expected.accepts(actual) {
+            return Err(wit::HostError::Conflict(wit::VersionConflict {
+                stream: (&stream).into(),
+                expected: expected.into(),
+                actual,
+            }));
+        }
+        self.charge_emit(&events)?;
+        let version = actual + events.len() as u64;
+        self.versions.insert(stream.clone(), version);
+        self.emitted.push(Emit {
+            stream,
+            expected,
+            events,
+        });
+        Ok(version)
+    }
+
+    fn checked_events(&self, events: Vec<wit::NewEvent>) -> Result<Vec<NewEvent>, wit::HostError> {
+        events
+            .into_iter()
+            .map(|event| {
+                if event.payload.len() as u64 > self.limits.payload_bytes {
+                    return Err(wit::HostError::Invalid(format!(
+                        "payload of {} bytes is over the cap of {} bytes",
+                        event.payload.len(),
+                        self.limits.payload_bytes
+                    )));
+                }
+                let mut event = new_event_from_wit(event).map_err(wit::HostError::Invalid)?;
+                for (key, value) in &self.inherited {
+                    event
+                        .metadata
+                        .entry(key.clone())
+                        .or_insert_with(|| value.clone());
+                }
+                Ok(event)
+            })
+            .collect()
+    }
+
+    fn charge_emit(&mut self, events: &[NewEvent]) -> Result<(), wit::HostError> {
+        let count = self.emitted_events + events.len() as u64;
+        if count > self.limits.emitted_events {
+            let cap = self.limits.emitted_events;
+            return Err(self.exceed(format!("more than {cap} events emitted in one batch")));
+        }
+        let bytes = self.emitted_bytes + events.iter().map(event_bytes).sum::<u64>();
+        if bytes > self.limits.emitted_bytes {
+            let cap = self.limits.emitted_bytes;
+            return Err(self.exceed(format!("more than {cap} bytes emitted in one batch")));
+        }
+        self.emitted_events = count;
+        self.emitted_bytes = bytes;
+        Ok(())
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), wit::HostError> {
+        if key.contains('\0') {
+            return Err(wit::HostError::Invalid(
+                "a state key cannot hold a NUL character".to_owned(),
+            ));
+        }
+        if key.len() as u64 > self.limits.state_key_bytes {
+            return Err(wit::HostError::Invalid(format!(
+                "state key of {} bytes is over the cap of {} bytes",
+                key.len(),
+                self.limits.state_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_state(&mut self, key: String, value: Option<String>) -> Result<(), wit::HostError> {
+        self.check_key(&key)?;
+        if value.as_ref().is_some_and(|value| value.contains('\0')) {
+            return Err(wit::HostError::Invalid(
+                "a state value cannot hold a NUL character".to_owned(),
+            ));
+        }
+        let value_len = value.as_ref().map_or(0, String::len) as u64;
+        if value_len > self.limits.state_value_bytes {
+            return Err(wit::HostError::Invalid(format!(
+                "state value of {value_len} bytes is over the cap of {} bytes",
+                self.limits.state_value_bytes
+            )));
+        }
+        let written = self.state_written + key.len() as u64 + value_len;
+        if written > self.limits.state_written_bytes {
+            let cap = self.limits.state_written_bytes;
+            return Err(self.exceed(format!(
+                "more than {cap} bytes of state written in one batch"
+            )));
+        }
+        self.state_written = written;
+        self.state.insert(key, value);
+        Ok(())
+    }
+
+    async fn state_get(&self, key: String) -> Result<Option<String>, wit::HostError> {
+        self.check_key(&key)?;
+        if let Some(value) = self.state.get(&key) {
+            return Ok(value.clone());
+        }
+        self.read("reading state", self.reads.state_get(&self.namespace, &key))
+            .await
+    }
+
+    /// Committed entries merged with the batch's writes: pages of committed entries are read
+    /// until `limit` live entries are found, because the batch may have deleted some.
+    async fn state_scan(
+        &self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, wit::HostError> {
+        let limit = limit.min(MAX_PAGE);
+        let mut found = Vec::new();
+        let mut cursor = start_after;
+        while found.len() < limit as usize {
+            let page = self
+                .read(
+                    "scanning state",
+                    self.reads
+                        .state_scan(&self.namespace, &prefix, cursor.as_deref(), limit),
+                )
+                .await?;
+            let exhausted = page.len() < limit as usize;
+            let upper = if exhausted {
+                None
+            } else {
+                page.last().map(|(key, _)| key.clone())
+            };
+            let merged = self.merge_page(page, &prefix, cursor.as_deref(), upper.as_deref());
+            found.extend(merged.into_iter().take(limit as usize - found.len()));
+            if exhausted {
+                break;
+            }
+            cursor = upper;
+        }
+        Ok(found)
+    }
+
+    /// One page of committed entries with the batch's writes to keys in `(after, upper]`
+    /// (unbounded above when `upper` is `None`) laid over it.
+    fn merge_page(
+        &self,
+        page: Vec<(String, String)>,
+        prefix: &str,
+        after: Option<&str>,
+        upper: Option<&str>,
+    ) -> BTreeMap<String, String> {
+        let mut merged: BTreeMap<String, String> = page
+            .into_iter()
+            .filter(|(key, _)| !self.state.contains_key(key))
+            .collect();
+        let in_range = |key: &str| {
+            after.is_none_or(|after| key > after) && upper.is_none_or(|upper| key <= upper)
+        };
+        for (key, value) in &self.state {
+            if let Some(value) = value
+                .as_ref()
+                .filter(|_| key.starts_with(prefix) && in_range(key))
+            {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        merged
+    }
+
+    async fn read_stream(
+        &self,
+        stream: StreamId,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<wit::Event>, wit::HostError> {
+        let limit = limit.min(MAX_PAGE);
+        let events = self
+            .read(
+                "reading the stream",
+                self.reads.read_stream(&stream, from_version, limit),
+            )
+            .await?;
+        Ok(events.iter().map(wit::Event::from).collect())
+    }
+}
+
+fn event_bytes(event: &NewEvent) -> u64 {
+    let metadata: usize = event
+        .metadata
+        .iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    (event.event_type.len() + event.payload.to_string().len() + metadata) as u64
+}
+
+/// Emitted events are caused by the batch's last event and carry its correlation over
+/// (or start a correlation at it).
+fn inherited_metadata(batch: &[Event]) -> Metadata {
+    let Some(last) = batch.last() else {
+        return Metadata::new();
+    };
+    let id = last.id.hyphenated().to_string();
+    let correlation = last
+        .metadata
+        .get("correlation-id")
+        .cloned()
+        .unwrap_or_else(|| id.clone());
+    Metadata::from([
+        ("causation-id".to_owned(), id),
+        ("correlation-id".to_owned(), correlation),
+    ])
+}
+
+impl wit::Host for HostState {}
+
+impl Host for HostState {
+    async fn log(&mut self, level: wit::Level, message: String) {
+        let level = match level {
+            wit::Level::Trace => LogLevel::Trace,
+            wit::Level::Debug => LogLevel::Debug,
+            wit::Level::Info => LogLevel::Info,
+            wit::Level::Warn => LogLevel::Warn,
+            wit::Level::Error => LogLevel::Error,
+        };
+        self.logs.log(level, &message);
+    }
+
+    async fn emit(
+        &mut self,
+        stream: wit::StreamId,
+        expected: wit::ExpectedVersion,
+        events: Vec<wit::NewEvent>,
+    ) -> Result<u64, wit::HostError> {
+        self.batch()?
+            .emit(stream.into(), expected.into(), events)
+            .await
+    }
+
+    async fn state_get(&mut self, key: String) -> Result<Option<String>, wit::HostError> {
+        self.batch()?.state_get(key).await
+    }
+
+    async fn state_set(&mut self, key: String, value: String) -> Result<(), wit::HostError> {
+        self.batch()?.write_state(key, Some(value))
+    }
+
+    async fn state_delete(&mut self, key: String) -> Result<(), wit::HostError> {
+        self.batch()?.write_state(key, None)
+    }
+
+    async fn state_scan(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, wit::HostError> {
+        self.batch()?.state_scan(prefix, start_after, limit).await
+    }
+
+    async fn read_stream(
+        &mut self,
+        stream: wit::StreamId,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<wit::Event>, wit::HostError> {
+        self.batch()?
+            .read_stream(stream.into(), from_version, limit)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use eventhost_domain::ExpectedVersion;
+
+    /// Committed state `a`, `b`, `c`, `d` and a stream `order/o-1` at version 2.
+    struct Committed;
+
+    impl Reads for Committed {
+        fn state_get<'a>(
+            &'a self,
+            _: &'a str,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, ReadError>> {
+            Box::pin(async move {
+                Ok(["a", "b", "c", "d"]
+                    .contains(&key)
+                    .then(|| format!("old-{key}")))
+            })
+        }
+
+        fn state_scan<'a>(
+            &'a self,
+            _: &'a str,
+            prefix: &'a str,
+            after: Option<&'a str>,
+            limit: u32,
+        ) -> BoxFuture<'a, Result<Vec<(String, String)>, ReadError>> {
+            let entries = ["a", "b", "c", "d"]
+                .into_iter()
+                .filter(|key| key.starts_with(prefix) && after.is_none_or(|after| *key > after))
+                .take(limit as usize)
+                .map(|key| (key.to_owned(), format!("old-{key}")))
+                .collect();
+            Box::pin(async move { Ok(entries) })
+        }
+
+        fn stream_version<'a>(
+            &'a self,
+            stream: &'a StreamId,
+        ) -> BoxFuture<'a, Result<Version, ReadError>> {
+            let version = if stream.aggregate_id == "o-1" { 2 } else { 0 };
+            Box::pin(async move { Ok(version) })
+        }
+
+        fn read_stream<'a>(
+            &'a self,
+            _: &'a StreamId,
+            _: Version,
+            _: u32,
+        ) -> BoxFuture<'a, Result<Vec<Event>, ReadError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn batch() -> BatchState {
+        BatchState::new(
+            "p.s".to_owned(),
+            Arc::new(Committed),
+            Limits::default(),
+            StoreLimits::default(),
+            &[],
+        )
+    }
+
+    fn event() -> wit::NewEvent {
+        wit::NewEvent {
+            id: None,
+            event_type: "e".to_owned(),
+            payload: "{}".to_owned(),
+            metadata: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_see_the_batch_own_writes_over_committed_state() {
+        let mut batch = batch();
+        batch.write_state("b".to_owned(), None).unwrap();
+        batch
+            .write_state("bb".to_owned(), Some("new-bb".to_owned()))
+            .unwrap();
+        batch
+            .write_state("c".to_owned(), Some("new-c".to_owned()))
+            .unwrap();
+        assert_eq!(batch.state_get("b".to_owned()).await.unwrap(), None);
+        assert_eq!(
+            batch.state_get("a".to_owned()).await.unwrap(),
+            Some("old-a".to_owned())
+        );
+        let page = batch.state_scan(String::new(), None, 3).await.unwrap();
+        let keys: Vec<(&str, &str)> = page
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(keys, [("a", "old-a"), ("bb", "new-bb"), ("c", "new-c")]);
+        let rest = batch
+            .state_scan(String::new(), Some("c".to_owned()), 3)
+            .await
+            .unwrap();
+        assert_eq!(rest, [("d".to_owned(), "old-d".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn an_emit_of_no_events_is_refused_at_the_call_and_records_nothing() {
+        let mut batch = batch();
+        let order = StreamId::new("order", "o-1");
+        let emitted = batch.emit(order, ExpectedVersion::Any, Vec::new()).await;
+        assert!(
+            matches!(&emitted, Err(wit::HostError::Invalid(message)) if message.contains("at least one event")),
+            "{emitted:?}"
+        );
+        assert!(batch.emitted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_the_store_cannot_keep_is_refused_at_the_call() {
+        let mut batch = batch();
+        let order = StreamId::new("order", "o-1");
+        let mut nul_type = event();
+        nul_type.event_type = "e\0".to_owned();
+        let emitted = batch
+            .emit(order, ExpectedVersion::Any, vec![nul_type])
+            .await;
+        assert!(
+            matches!(&emitted, Err(wit::HostError::Invalid(message)) if message.contains("NUL")),
+            "{emitted:?}"
+        );
+        let long = StreamId::new("order", "x".repeat(2000));
+        let emitted = batch.emit(long, ExpectedVersion::Any, vec![event()]).await;
+        assert!(
+            matches!(&emitted, Err(wit::HostError::Invalid(message)) if message.contains("byte cap")),
+            "{emitted:?}"
+        );
+        for (key, value) in [("k\0", "v"), ("k", "v\0")] {
+            let written = batch.write_state(key.to_owned(), Some(value.to_owned()));
+            assert!(
+                matches!(&written, Err(wit::HostError::Invalid(message)) if message.contains("NUL")),
+                "{written:?}"
+            );
+        }
+        assert!(batch.emitted.is_empty());
+        assert!(batch.state.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_emit_over_the_stores_append_cap_is_refused_at_the_call() {
+        let mut batch = batch();
+        batch.limits.emitted_events = 50_000;
+        let most = StoreLimits::default().max_events_per_append;
+        let order = StreamId::new("order", "o-1");
+        let too_many = vec![event(); most + 1];
+        let emitted = batch
+            .emit(order.clone(), ExpectedVersion::Any, too_many)
+            .await;
+        assert!(
+            matches!(&emitted, Err(wit::HostError::Invalid(message)) if message.contains("split them")),
+            "{emitted:?}"
+        );
+        assert!(batch.emitted.is_empty());
+        let emitted = batch
+            .emit(order, ExpectedVersion::Any, vec![event(); most])
+            .await;
+        assert!(emitted.is_ok(), "{emitted:?}");
+        assert_eq!(batch.emitted[0].events.len(), most);
+    }
+
+    #[tokio::test]
+    async fn emits_check_the_expected_version_against_earlier_emits_of_the_batch() {
+        let mut batch = batch();
+        let order = StreamId::new("order", "o-1");
+        let two = vec![event(), event()];
+        let emitted = batch
+            .emit(order.clone(), ExpectedVersion::Exact(2), two)
+            .await;
+        assert!(matches!(emitted, Ok(4)), "{emitted:?}");
+        let conflict = batch
+            .emit(order.clone(), ExpectedVersion::Exact(2), vec![event()])
+            .await;
+        assert!(matches!(
+            conflict,
+            Err(wit::HostError::Conflict(wit::VersionConflict {
+                actual: 4,
+                ..
+            }))
+        ));
+        let emitted = batch
+            .emit(order, ExpectedVersion::Exact(4), vec![event()])
+            .await;
+        assert!(matches!(emitted, Ok(5)), "{emitted:?}");
+        let fresh = StreamId::new("shipment", "s-1");
+        let emitted = batch
+            .emit(fresh, ExpectedVersion::NoStream, vec![event()])
+            .await;
+        assert!(matches!(emitted, Ok(1)), "{emitted:?}");
+    }
+
+    #[tokio::test]
+    async fn invalid_payloads_and_ids_are_refused_with_the_reason() {
+        let mut batch = batch();
+        let stream = StreamId::new("order", "o-2");
+        let bad_json = wit::NewEvent {
+            payload: "{oops".to_owned(),
+            ..event()
+        };
+        let refused = batch
+            .emit(stream.clone(), ExpectedVersion::Any, vec![bad_json])
+            .await;
+        assert!(
+            matches!(refused, Err(wit::HostError::Invalid(message)) if message.contains("not JSON"))
+        );
+        let bad_id = wit::NewEvent {
+            id: Some("nope".to_owned()),
+            ..event()
+        };
+        let refused = batch.emit(stream, ExpectedVersion::Any, vec![bad_id]).await;
+        assert!(
+            matches!(refused, Err(wit::HostError::Invalid(message)) if message.contains("not a UUID"))
+        );
+    }
+}

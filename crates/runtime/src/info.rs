@@ -1,0 +1,203 @@
+//! What a plugin says it is (`describe`), as domain types, and the checks it must pass.
+//!
+//! Names are lowercase letters, digits, `-` and `_` because they become parts of durable
+//! subscription names (`<plugin>.<subscription>`) and of file and log fields.
+
+use serde::Serialize;
+
+use super::bindings::wit;
+use eventhost_domain::Event;
+
+/// A plugin's name, version and subscriptions, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub subscriptions: Vec<SubscriptionSpec>,
+}
+
+/// A subscription a plugin asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionSpec {
+    pub name: String,
+    /// Only events of these aggregate types (empty: all).
+    pub aggregate_types: Vec<String>,
+    /// Only events of these event types (empty: all).
+    pub event_types: Vec<String>,
+    /// The most events in one `handle` call, 1..=10000.
+    pub batch_size: u32,
+    pub start_from: StartFrom,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    Beginning,
+    Now,
+}
+
+/// The largest batch a plugin may ask for.
+pub const MAX_BATCH_SIZE: u32 = 10_000;
+
+impl PluginInfo {
+    /// The subscription called `name`, if the plugin has one.
+    pub fn subscription(&self, name: &str) -> Option<&SubscriptionSpec> {
+        self.subscriptions
+            .iter()
+            .find(|subscription| subscription.name == name)
+    }
+
+    /// Checks what `describe` returned; the error lists every problem found.
+    pub(crate) fn from_wit(info: wit::PluginInfo) -> Result<Self, String> {
+        let info = Self {
+            name: info.name,
+            version: info.version,
+            subscriptions: info
+                .subscriptions
+                .into_iter()
+                .map(SubscriptionSpec::from)
+                .collect(),
+        };
+        let problems = info.problems();
+        if problems.is_empty() {
+            Ok(info)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(problem) = name_problem("plugin name", &self.name) {
+            problems.push(problem);
+        }
+        if self.subscriptions.is_empty() {
+            problems
+                .push("the plugin asks for no subscription (at least one is required)".to_owned());
+        }
+        for (index, subscription) in self.subscriptions.iter().enumerate() {
+            problems.extend(subscription.problems());
+            if self.subscriptions[..index]
+                .iter()
+                .any(|earlier| earlier.name == subscription.name)
+            {
+                problems.push(format!(
+                    "subscription name `{}` is used twice",
+                    subscription.name
+                ));
+            }
+        }
+        problems
+    }
+}
+
+impl SubscriptionSpec {
+    /// Whether `event` passes this subscription's filters.
+    pub fn matches(&self, event: &Event) -> bool {
+        let type_ok =
+            self.aggregate_types.is_empty() || self.aggregate_types.contains(&event.aggregate_type);
+        let event_ok = self.event_types.is_empty() || self.event_types.contains(&event.event_type);
+        type_ok && event_ok
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(problem) = name_problem("subscription name", &self.name) {
+            problems.push(problem);
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            problems.push(format!(
+                "subscription `{}` asks for batch-size {}, outside 1..={MAX_BATCH_SIZE}",
+                self.name, self.batch_size
+            ));
+        }
+        problems
+    }
+}
+
+impl From<wit::Subscription> for SubscriptionSpec {
+    fn from(subscription: wit::Subscription) -> Self {
+        Self {
+            name: subscription.name,
+            aggregate_types: subscription.aggregate_types,
+            event_types: subscription.event_types,
+            batch_size: subscription.batch_size,
+            start_from: match subscription.start_from {
+                wit::StartFrom::Beginning => StartFrom::Beginning,
+                wit::StartFrom::Now => StartFrom::Now,
+            },
+        }
+    }
+}
+
+fn name_problem(what: &str, name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    if name.is_empty() {
+        return Some(format!("{what} is empty"));
+    }
+    name.chars().find(|&c| !allowed(c)).map(|bad| {
+        format!("{what} `{name}` contains {bad:?}; use lowercase letters, digits, `-` and `_`")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(name: &str, batch_size: u32) -> wit::Subscription {
+        wit::Subscription {
+            name: name.to_owned(),
+            aggregate_types: vec![],
+            event_types: vec![],
+            batch_size,
+            start_from: wit::StartFrom::Beginning,
+        }
+    }
+
+    fn info(name: &str, subscriptions: Vec<wit::Subscription>) -> wit::PluginInfo {
+        wit::PluginInfo {
+            name: name.to_owned(),
+            version: "1.0.0".to_owned(),
+            subscriptions,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_description_is_accepted() {
+        let accepted =
+            PluginInfo::from_wit(info("order-totals", vec![subscription("totals", 100)]));
+        assert_eq!(accepted.map(|info| info.subscriptions.len()), Ok(1));
+    }
+
+    #[test]
+    fn every_problem_of_a_description_is_named() {
+        let error = PluginInfo::from_wit(info(
+            "Orders!",
+            vec![
+                subscription("a", 0),
+                subscription("a", 10_001),
+                subscription("B c", 1),
+            ],
+        ))
+        .unwrap_err();
+        for expected in [
+            "plugin name `Orders!`",
+            "batch-size 0",
+            "batch-size 10001",
+            "`a` is used twice",
+            "`B c`",
+        ] {
+            assert!(
+                error.contains(expected),
+                "{expected:?} missing from {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plugin_without_subscriptions_is_refused() {
+        let error = PluginInfo::from_wit(info("empty", vec![])).unwrap_err();
+        assert!(error.contains("no subscription"), "{error}");
+    }
+}

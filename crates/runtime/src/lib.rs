@@ -1,0 +1,248 @@
+//! The plugin runtime: turns a `.wasm` file into a [`Plugin`] and runs batches through it,
+//! sandboxed and bounded.
+//!
+//! [`Runtime::load`] checks the bytes ([`load`]), compiles them or takes the compiled artifact
+//! from the disk cache ([`cache`]), links them against the `host` interface ([`host`],
+//! generated from `wit/` in [`bindings`]) and a WASI context that grants nothing ([`sandbox`]),
+//! then calls `describe` and validates the answer ([`info`]). [`Plugin::handle`] runs one batch
+//! in a fresh instance under [`Limits`] and returns its [`Effects`] for the caller to commit.
+
+mod bindings;
+mod cache;
+mod effects;
+mod engine;
+mod error;
+mod host;
+mod info;
+mod limits;
+mod load;
+mod output;
+mod plugin;
+mod reads;
+mod sandbox;
+mod sidecar;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eventhost_domain::StoreLimits;
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use cache::CacheOutcome;
+pub use effects::{Effects, Emit, LogLevel, LogLine, LogSource};
+pub use engine::{EPOCH_TICK, Interruption, PoolSize};
+pub use error::{HandleError, LoadError, RuntimeError};
+pub use info::{MAX_BATCH_SIZE, PluginInfo, StartFrom, SubscriptionSpec};
+pub use limits::Limits;
+pub use plugin::{FailedBatch, Plugin};
+pub use reads::{ReadError, Reads};
+pub use sidecar::{Sidecar, SidecarError, capped_batch_size, read_sidecar};
+
+use bindings::{Handler, HandlerPre};
+use cache::ArtifactCache;
+use engine::EpochTicker;
+use host::HostState;
+use sandbox::Randomness;
+
+/// Where compiled artifacts are cached when nothing else is configured: beside the default
+/// SQLite database, in a directory only the daemon writes.
+pub const DEFAULT_CACHE_DIR: &str = "data/cache";
+
+/// How a [`Runtime`] runs plugins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Epoch (wall time) for the daemon, fuel for deterministic runs.
+    pub interruption: Interruption,
+    /// The pooling allocator's size; `None` allocates on demand.
+    pub pool: Option<PoolSize>,
+    /// Where compiled artifacts are cached; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Seeded (repeatable) randomness instead of the host's.
+    pub seeded_random: bool,
+    /// The caps of the store plugins' effects commit to: an emit the store would refuse is
+    /// refused at the call.
+    pub store_limits: StoreLimits,
+}
+
+impl RuntimeConfig {
+    /// The daemon's configuration: epoch interruption, pooling, artifacts cached in `cache_dir`.
+    pub fn daemon(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            interruption: Interruption::Epoch,
+            pool: Some(PoolSize::default()),
+            cache_dir: Some(cache_dir.into()),
+            seeded_random: false,
+            store_limits: StoreLimits::default(),
+        }
+    }
+
+    /// The harness's configuration: fuel instead of time, seeded randomness, no pool.
+    pub fn deterministic(cache_dir: Option<PathBuf>) -> Self {
+        Self {
+            interruption: Interruption::Fuel,
+            pool: None,
+            cache_dir,
+            seeded_random: true,
+            store_limits: StoreLimits::default(),
+        }
+    }
+}
+
+/// What a runtime and every plugin it loaded share. The epoch thread lives as long as this.
+pub(crate) struct Shared {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<ArtifactCache>,
+    interruption: Interruption,
+    randomness: Randomness,
+    pool: Option<PoolSize>,
+    ticker: Option<EpochTicker>,
+    store_limits: StoreLimits,
+}
+
+/// Loads plugins. Cheap to clone; clones share the engine, the linker and the cache.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("interruption", &self.shared.interruption)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine = engine::build(config.interruption, config.pool.as_ref())?;
+        let linker = linker(&engine)?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| ArtifactCache::open(dir, &engine))
+            .transpose()?;
+        let ticker = match config.interruption {
+            Interruption::Epoch => Some(EpochTicker::start(&engine)?),
+            Interruption::Fuel => None,
+        };
+        let randomness = if config.seeded_random {
+            Randomness::Seeded
+        } else {
+            Randomness::Host
+        };
+        let shared = Shared {
+            engine,
+            linker,
+            cache,
+            interruption: config.interruption,
+            randomness,
+            pool: config.pool,
+            ticker,
+            store_limits: config.store_limits,
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Reads and loads a plugin file with these limits.
+    pub async fn load_file(&self, path: &Path, limits: Limits) -> Result<Plugin, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        let label = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        self.load(&label, bytes, limits).await
+    }
+
+    /// Loads a plugin from its bytes: checks, compiles (or takes the cached artifact), links,
+    /// and validates its description. `label` names it in logs until it has described itself.
+    pub async fn load(
+        &self,
+        label: &str,
+        bytes: Vec<u8>,
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
+        load::check_header(&bytes)?;
+        self.check_limits_fit_pool(&limits)?;
+        let shared = Arc::clone(&self.shared);
+        let (component, cache) = tokio::task::spawn_blocking(move || compile(&shared, &bytes))
+            .await
+            .map_err(|error| LoadError::Compile(format!("the compiler task failed: {error}")))??;
+        load::check_world(&self.shared.engine, &component)?;
+        let instance_pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(mismatch)?;
+        let pre = HandlerPre::new(instance_pre).map_err(mismatch)?;
+        let described = plugin::describe(&self.shared, &pre, &limits, label)
+            .await
+            .map_err(LoadError::Describe)?;
+        let info = PluginInfo::from_wit(described).map_err(LoadError::InvalidInfo)?;
+        Ok(Plugin::new(
+            info,
+            pre,
+            limits,
+            cache,
+            Arc::clone(&self.shared),
+        ))
+    }
+
+    fn check_limits_fit_pool(&self, limits: &Limits) -> Result<(), LoadError> {
+        let Some(pool) = &self.shared.pool else {
+            return Ok(());
+        };
+        if limits.memory_bytes > pool.max_memory_bytes {
+            let (requested, supported) = (limits.memory_bytes, pool.max_memory_bytes);
+            return Err(LoadError::LimitAbovePool {
+                what: "memory",
+                requested,
+                supported,
+            });
+        }
+        if limits.table_elements > pool.max_table_elements {
+            let (requested, supported) = (limits.table_elements, pool.max_table_elements);
+            return Err(LoadError::LimitAbovePool {
+                what: "table elements",
+                requested,
+                supported,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn compile(
+    shared: &Shared,
+    bytes: &[u8],
+) -> Result<(wasmtime::component::Component, CacheOutcome), LoadError> {
+    match &shared.cache {
+        Some(cache) => cache.load_or_compile(&shared.engine, bytes),
+        None => Ok((
+            cache::compile(&shared.engine, bytes)?,
+            CacheOutcome::Compiled,
+        )),
+    }
+}
+
+fn mismatch(error: wasmtime::Error) -> LoadError {
+    LoadError::Mismatch(format!("{error:#}"))
+}
+
+fn linker(engine: &Engine) -> Result<Linker<HostState>, RuntimeError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|error| RuntimeError::Link(format!("{error:#}")))?;
+    Handler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+        .map_err(|error| RuntimeError::Link(format!("{error:#}")))?;
+    Ok(linker)
+}

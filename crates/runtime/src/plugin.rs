@@ -1,0 +1,283 @@
+//! A loaded plugin: its description, its pre-linked component, and `handle`.
+//!
+//! Every call gets a fresh `Store` and a fresh instance from the `InstancePre` (fast with the
+//! pooling allocator and copy-on-write memory images), so no state leaks between batches and a
+//! store that trapped or timed out is simply dropped, never reused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Store, Trap};
+
+use super::Shared;
+use super::bindings::{Handler, HandlerPre, wit};
+use super::cache::CacheOutcome;
+use super::effects::{Effects, LogLine};
+use super::engine::{EPOCH_TICK, EpochTicker, Interruption};
+use super::error::HandleError;
+use super::host::{BatchState, HostState};
+use super::info::PluginInfo;
+use super::limits::{Limits, StoreLimiter};
+use super::output::LogSink;
+use super::reads::Reads;
+use super::sandbox;
+use eventhost_domain::Event;
+
+/// How long past its time limit a call may go before it is abandoned even if it is inside a
+/// host call (epoch interruption only stops guest code).
+const GRACE: Duration = Duration::from_secs(1);
+
+/// In fuel mode, how many times its time limit a call may take in wall time before it is
+/// abandoned: generous, so that fuel (deterministic) and not the machine's speed decides.
+const FUEL_WALL_FACTOR: u32 = 6;
+
+/// How many of the guest's last stderr lines a trap's message quotes (a panic message).
+const STDERR_TAIL: usize = 3;
+
+/// A batch that failed, with what the plugin logged before it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedBatch {
+    pub error: HandleError,
+    pub logs: Vec<LogLine>,
+}
+
+/// A validated, compiled plugin, ready to handle batches. Cheap to share behind an `Arc`.
+pub struct Plugin {
+    info: PluginInfo,
+    pre: HandlerPre<HostState>,
+    limits: Limits,
+    cache: CacheOutcome,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("info", &self.info)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        info: PluginInfo,
+        pre: HandlerPre<HostState>,
+        limits: Limits,
+        cache: CacheOutcome,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            info,
+            pre,
+            limits,
+            cache,
+            shared,
+        }
+    }
+
+    /// What the plugin said about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether loading used the compile cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// Handles one batch of `subscription` (the plugin's own name for it) and returns the
+    /// batch's effects, to be committed together, or why the batch failed.
+    pub async fn handle(
+        &self,
+        subscription: &str,
+        batch: &[Event],
+        reads: Arc<dyn Reads>,
+    ) -> Result<Effects, HandleError> {
+        self.handle_keeping_logs(subscription, batch, reads)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// [`handle`](Self::handle), also returning what the plugin logged when the batch fails.
+    pub async fn handle_keeping_logs(
+        &self,
+        subscription: &str,
+        batch: &[Event],
+        reads: Arc<dyn Reads>,
+    ) -> Result<Effects, FailedBatch> {
+        if self.info.subscription(subscription).is_none() {
+            let error = HandleError::UnknownSubscription(subscription.to_owned());
+            return Err(FailedBatch {
+                error,
+                logs: Vec::new(),
+            });
+        }
+        let namespace = format!("{}.{subscription}", self.info.name);
+        let logs = LogSink::new(
+            Arc::from(self.info.name.as_str()),
+            Some(subscription.to_owned()),
+            &self.limits,
+        );
+        let state = BatchState::new(
+            namespace,
+            reads,
+            self.limits.clone(),
+            self.shared.store_limits,
+            batch,
+        );
+        let mut store = self
+            .store(logs.clone(), Some(state))
+            .map_err(|error| failed(error, &logs))?;
+        let events: Vec<wit::Event> = batch.iter().map(wit::Event::from).collect();
+        let returned = call(
+            &self.shared,
+            &self.pre,
+            &self.limits,
+            &mut store,
+            async |handler, store| handler.call_handle(store, subscription, &events).await,
+        )
+        .await
+        .map_err(|error| failed(error, &logs))?;
+        // A refused output decides the outcome even if the plugin then returned `ok` (or an
+        // error about it): committing part of a batch's output would break all-or-nothing.
+        if let Some(cap) = store.data().output_cap_hit() {
+            let error = HandleError::OutputLimit {
+                message: cap.to_owned(),
+            };
+            return Err(failed(error, &logs));
+        }
+        if let Err(error) = returned {
+            let error = HandleError::Handler {
+                message: error.message,
+                retryable: error.retryable,
+            };
+            return Err(failed(error, &logs));
+        }
+        Ok(store.into_data().into_effects())
+    }
+
+    fn store(
+        &self,
+        logs: LogSink,
+        batch: Option<BatchState>,
+    ) -> Result<Store<HostState>, HandleError> {
+        new_store(&self.shared, &self.limits, logs, batch)
+    }
+}
+
+fn failed(error: HandleError, logs: &LogSink) -> FailedBatch {
+    FailedBatch {
+        error,
+        logs: logs.finish().0,
+    }
+}
+
+/// Calls `describe` on a fresh instance; only `log` works during the call.
+pub(crate) async fn describe(
+    shared: &Arc<Shared>,
+    pre: &HandlerPre<HostState>,
+    limits: &Limits,
+    label: &str,
+) -> Result<wit::PluginInfo, HandleError> {
+    let logs = LogSink::new(Arc::from(label), None, limits);
+    let mut store = new_store(shared, limits, logs, None)?;
+    call(shared, pre, limits, &mut store, async |handler, store| {
+        handler.call_describe(store).await
+    })
+    .await
+}
+
+/// A store for one call, with the limiter and the time (or fuel) budget in place.
+fn new_store(
+    shared: &Shared,
+    limits: &Limits,
+    logs: LogSink,
+    batch: Option<BatchState>,
+) -> Result<Store<HostState>, HandleError> {
+    let wasi = sandbox::wasi_ctx(&logs, shared.randomness);
+    let state = HostState::new(wasi, StoreLimiter::new(limits), logs, batch);
+    let mut store = Store::new(&shared.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    match shared.interruption {
+        Interruption::Epoch => {
+            let ticks = limits
+                .time_per_batch()
+                .as_millis()
+                .div_ceil(EPOCH_TICK.as_millis())
+                + 1;
+            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+            store.epoch_deadline_trap();
+        }
+        Interruption::Fuel => {
+            store
+                .set_fuel(limits.fuel_per_batch)
+                .map_err(|error| HandleError::Host {
+                    message: format!("cannot set fuel: {error:#}"),
+                })?
+        }
+    }
+    Ok(store)
+}
+
+/// Instantiates the plugin in `store` and runs `body` on it within its wall-time budget; any
+/// failure is classified into a [`HandleError`].
+async fn call<R>(
+    shared: &Shared,
+    pre: &HandlerPre<HostState>,
+    limits: &Limits,
+    store: &mut Store<HostState>,
+    body: impl AsyncFnOnce(Handler, &mut Store<HostState>) -> wasmtime::Result<R>,
+) -> Result<R, HandleError> {
+    let _ticking = shared.ticker.as_ref().map(EpochTicker::ticking);
+    let wall_budget = match shared.interruption {
+        Interruption::Epoch => limits.time_per_batch() + GRACE,
+        Interruption::Fuel => limits.time_per_batch() * FUEL_WALL_FACTOR,
+    };
+    let outcome = tokio::time::timeout(wall_budget, async {
+        let handler = pre.instantiate_async(&mut *store).await?;
+        body(handler, &mut *store).await
+    })
+    .await;
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(classify(&error, store, limits)),
+        Err(_elapsed) => Err(HandleError::time(limits.time_per_batch())),
+    }
+}
+
+fn classify(error: &wasmtime::Error, store: &Store<HostState>, limits: &Limits) -> HandleError {
+    if store.data().limiter.memory_cap_hit() {
+        return HandleError::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return HandleError::Trap {
+            message: format!("the plugin exited with status {}", exit.0),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => HandleError::time(limits.time_per_batch()),
+        Some(Trap::OutOfFuel) => HandleError::fuel(limits.fuel_per_batch),
+        Some(trap) => HandleError::Trap {
+            message: with_stderr(trap.to_string(), store),
+        },
+        None => HandleError::Host {
+            message: format!("{error:#}"),
+        },
+    }
+}
+
+fn with_stderr(message: String, store: &Store<HostState>) -> String {
+    let tail = store.data().logs.stderr_tail(STDERR_TAIL);
+    if tail.is_empty() {
+        message
+    } else {
+        format!("{message}; stderr: {}", tail.join(" | "))
+    }
+}

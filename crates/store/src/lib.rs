@@ -1,0 +1,311 @@
+//! The event store: one trait, two implementations (PostgreSQL, embedded SQLite).
+//!
+//! Guarantees every implementation keeps (checked by `tests/store_conformance.rs` against
+//! both): appends are atomic and version-checked; re-appending stored ids is idempotent;
+//! `read_batch` never skips an event, never returns one twice, and returns each stream's
+//! events in version order, whatever order concurrent writers commit in.
+
+mod error;
+mod plugins;
+mod postgres;
+mod sqlite;
+mod subscriptions;
+
+use std::future::Future;
+
+pub use error::StoreError;
+pub use plugins::{PluginRecord, PluginRecords};
+pub use postgres::{CONTROL_NOTIFICATION, NOTIFY_CHANNEL, Notification, Notifications, PgStore};
+pub use sqlite::SqliteStore;
+pub use subscriptions::{
+    BatchCommit, DefinedSubscription, Park, ParkedEvent, ParkedSelection, PendingAppend,
+    SubscriptionDefinition, SubscriptionRecord, SubscriptionStore,
+};
+
+pub use eventhost_domain::{
+    AppendError, Appended, AppendedEvent, Checkpoint, Filter, PreparedEvent, StoreLimits,
+};
+use eventhost_domain::{Event, ExpectedVersion, NewEvent, Position, StreamId, Version};
+
+/// An event read for a subscription, with the checkpoint that follows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchEntry {
+    pub checkpoint: Checkpoint,
+    pub event: Event,
+    /// Why the stored row cannot be read whole (a metadata value that is not a string, a
+    /// payload that is not JSON), if so. Its `event` then holds the row's id, stream,
+    /// version, type and time, with an empty payload and metadata: the dispatcher parks it
+    /// with this reason instead of giving it to a plugin.
+    pub defect: Option<String>,
+}
+
+/// The operations every store offers.
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream` atomically if the stream is at `expected`.
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Makes every append of `appends` in one transaction, in order: all of them or none.
+    /// Each is checked first, so bad input writes nothing; an append that is refused is named
+    /// by its index in [`StoreError::InAppend`].
+    fn append_all(
+        &self,
+        appends: &[PendingAppend],
+    ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send;
+
+    /// The stream's current version (0 if it does not exist).
+    fn stream_version(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<Version, StoreError>> + Send;
+
+    /// A stream's events with version >= `from_version`, in version order.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// Committed events after `after`, in position order, of one aggregate type or of all
+    /// (`None`). A listing, not a subscription: use `read_batch` to follow the store live.
+    fn read_positions(
+        &self,
+        aggregate_type: Option<&str>,
+        after: Position,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// The next events after `after` that match `filter`, at most `limit`, in the gap-free
+    /// subscription order.
+    fn read_batch(
+        &self,
+        after: Checkpoint,
+        filter: &Filter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BatchEntry>, StoreError>> + Send;
+
+    /// The checkpoint after every event `read_batch` can return now: where a subscription
+    /// that starts "from now" begins.
+    fn head(&self) -> impl Future<Output = Result<Checkpoint, StoreError>> + Send;
+}
+
+/// A connected store of either kind.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// The limits this store enforces on appended input.
+    pub fn limits(&self) -> StoreLimits {
+        match self {
+            Store::Postgres(store) => store.limits(),
+            Store::Sqlite(store) => store.limits(),
+        }
+    }
+}
+
+/// Connects to `database_url` (`postgres://...` or `sqlite://...`) and runs the migrations.
+pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+    connect_with(database_url, StoreLimits::default()).await
+}
+
+/// [`connect`] with explicit limits.
+pub async fn connect_with(database_url: &str, limits: StoreLimits) -> Result<Store, StoreError> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Store::Postgres(
+            PgStore::connect(database_url, limits).await?,
+        ))
+    } else if database_url.starts_with("sqlite:") {
+        Ok(Store::Sqlite(
+            SqliteStore::connect(database_url, limits).await?,
+        ))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// Calls the same method on either store, naming the operation in a database error.
+macro_rules! delegate {
+    ($self:ident, $operation:literal, $store:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($store) => $call.await,
+            Store::Sqlite($store) => $call.await,
+        }
+        .map_err(|error: StoreError| error.during($operation))
+    };
+}
+
+impl EventStore for Store {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Appended, StoreError> {
+        delegate!(self, "appending events", store => store.append(stream, expected, events))
+    }
+
+    async fn append_all(&self, appends: &[PendingAppend]) -> Result<Vec<Appended>, StoreError> {
+        delegate!(self, "appending events", store => store.append_all(appends))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        delegate!(self, "reading a stream's version", store => store.stream_version(stream))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        delegate!(self, "reading a stream", store => store.read_stream(stream, from_version, limit))
+    }
+
+    async fn read_positions(
+        &self,
+        aggregate_type: Option<&str>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        delegate!(self, "reading events", store => store.read_positions(aggregate_type, after, limit))
+    }
+
+    async fn read_batch(
+        &self,
+        after: Checkpoint,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<BatchEntry>, StoreError> {
+        delegate!(self, "reading a subscription's batch", store => store.read_batch(after, filter, limit))
+    }
+
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        delegate!(self, "reading the store's head", store => store.head())
+    }
+}
+
+/// Converts a caller's `usize` limit to SQL, capping absurd values instead of overflowing.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Converts a `u64` version or position to SQL's signed 64-bit integer.
+fn sql_int(value: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{what} {value} is out of range")))
+}
+
+/// Converts a stored signed integer back to the domain's `u64`.
+fn from_sql_int(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl SubscriptionStore for Store {
+    async fn define_subscriptions(
+        &self,
+        plugin: &str,
+        definitions: &[SubscriptionDefinition],
+    ) -> Result<Vec<DefinedSubscription>, StoreError> {
+        delegate!(self, "defining subscriptions", store => store.define_subscriptions(plugin, definitions))
+    }
+
+    async fn subscription(&self, name: &str) -> Result<Option<SubscriptionRecord>, StoreError> {
+        delegate!(self, "reading subscriptions", store => store.subscription(name))
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        delegate!(self, "reading subscriptions", store => store.subscriptions())
+    }
+
+    async fn commit_batch(&self, commit: &BatchCommit) -> Result<(), StoreError> {
+        delegate!(self, "committing a batch", store => store.commit_batch(commit))
+    }
+
+    async fn record_status(
+        &self,
+        name: &str,
+        status: &str,
+        last_error: Option<&str>,
+        progress: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        delegate!(self, "recording a subscription's status", store => store.record_status(name, status, last_error, progress))
+    }
+
+    async fn lag(&self, name: &str) -> Result<u64, StoreError> {
+        delegate!(self, "measuring a subscription's lag", store => store.lag(name))
+    }
+
+    async fn reset(
+        &self,
+        name: &str,
+        position: Position,
+        clear_state: bool,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        delegate!(self, "resetting a subscription", store => store.reset(name, position, clear_state))
+    }
+
+    async fn parked(&self, subscription: Option<&str>) -> Result<Vec<ParkedEvent>, StoreError> {
+        delegate!(self, "listing parked events", store => store.parked(subscription))
+    }
+
+    async fn request_replay(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
+        delegate!(self, "requesting a replay", store => store.request_replay(selection))
+    }
+
+    async fn skip_parked(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
+        delegate!(self, "skipping parked events", store => store.skip_parked(selection))
+    }
+
+    async fn replay_requests(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<(ParkedEvent, Event)>, StoreError> {
+        delegate!(self, "reading replay requests", store => store.replay_requests(subscription))
+    }
+
+    async fn state_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        delegate!(self, "reading state", store => store.state_get(namespace, key))
+    }
+
+    async fn state_scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        delegate!(self, "reading state", store => store.state_scan(namespace, prefix, start_after, limit))
+    }
+}
+
+impl PluginRecords for Store {
+    async fn record_plugin(&self, record: &PluginRecord) -> Result<(), StoreError> {
+        delegate!(self, "recording a plugin", store => store.record_plugin(record))
+    }
+
+    async fn plugin_records(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        delegate!(self, "listing plugins", store => store.plugin_records())
+    }
+}
+
+/// Checks every append of a transaction before it begins.
+fn prepare_all(
+    appends: &[PendingAppend],
+    limits: StoreLimits,
+) -> Result<Vec<Vec<PreparedEvent>>, StoreError> {
+    appends
+        .iter()
+        .enumerate()
+        .map(|(index, append)| {
+            eventhost_domain::append::prepare(&append.stream, &append.events, limits)
+                .map_err(|error| StoreError::from(error).in_append(index))
+        })
+        .collect()
+}

@@ -1,0 +1,484 @@
+//! The PostgreSQL store: the production store and the reference for every guarantee.
+//!
+//! Appends go through `eventhost.append_quiet()` (migrations/postgres), the same code that
+//! applications call inside their own transactions, so both ways in behave alike. Reads in
+//! subscription order follow the `(order_tx, position)` rule explained in that migration.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgDatabaseError, PgExecutor, PgListener, PgPool, PgPoolOptions,
+    PgRow,
+};
+use sqlx::types::Json;
+use sqlx::{Connection, Row};
+
+use super::{
+    Appended, AppendedEvent, BatchEntry, Checkpoint, EventStore, Filter, PendingAppend,
+    PreparedEvent, StoreError, StoreLimits, from_sql_int, prepare_all, sql_int, sql_limit,
+};
+use eventhost_domain::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
+
+/// The channel `eventhost.append()` notifies on commit; the daemon listens on it.
+pub const NOTIFY_CHANNEL: &str = "eventhost";
+
+/// The payload of a notification that asks for more than a read: an operator's request to
+/// replay parked events. Appends notify with an empty payload.
+pub const CONTROL_NOTIFICATION: &str = "control";
+
+/// What a notification on [`NOTIFY_CHANNEL`] says. Either is only a hint: anyone who may
+/// connect can send one, so a receiver looks for itself what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notification {
+    /// Events may have been appended.
+    Appended,
+    /// An operator asked for more than a read (a replay of parked events).
+    Control,
+}
+
+/// The store's notifications, on a connection of their own.
+pub struct Notifications(PgListener);
+
+impl Notifications {
+    /// The next notification. An error means the connection dropped: notifications sent
+    /// meanwhile are lost, and the next call reconnects.
+    pub async fn recv(&mut self) -> Result<Notification, StoreError> {
+        let notification = self
+            .0
+            .recv()
+            .await
+            .map_err(|error| StoreError::from(error).during("listening for notifications"))?;
+        Ok(if notification.payload() == CONTROL_NOTIFICATION {
+            Notification::Control
+        } else {
+            Notification::Appended
+        })
+    }
+}
+
+/// A pool of connections to one PostgreSQL database holding the `eventhost` schema.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    limits: StoreLimits,
+}
+
+/// The columns of an event row, in the order `event_from_row` reads them.
+macro_rules! event_columns {
+    () => {
+        "order_tx::text AS order_tx, position, id, aggregate_type, aggregate_id, version, \
+         event_type, payload, metadata, recorded_at"
+    };
+}
+
+/// The subscription read, one statement per filter shape so each can use its own index.
+/// `$1`/`$2` are the checkpoint; rows are readable once every transaction that could still
+/// add an earlier row has finished.
+macro_rules! batch_query {
+    ($filter:literal) => {
+        concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM eventhost.events
+             WHERE (order_tx, position) > ($1::text::xid8, $2)
+               AND order_tx < pg_snapshot_xmin(pg_current_snapshot()) ",
+            $filter,
+            // Qualified: a bare `order_tx` would name the text alias above and sort as text.
+            " ORDER BY events.order_tx, events.position LIMIT $3"
+        )
+    };
+}
+
+// Declared after the column macros, which it uses.
+mod subscriptions;
+
+impl PgStore {
+    /// Connects, creates the schema if needed and runs pending migrations.
+    pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|source| StoreError::Connect {
+                target: "PostgreSQL (the URL does not parse)".into(),
+                source,
+            })?
+            // The migrations' `IF NOT EXISTS` notices would reach the log on every start.
+            .options([("client_min_messages", "warning")]);
+        let target = format!(
+            "PostgreSQL at {}:{} (database {:?})",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        // One direct connection first: a pool would report any failure as a time-out,
+        // hiding the cause (refused, unknown database, authentication...).
+        let probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect { target, source })?;
+        probe.close().await?;
+        let store = Self { pool, limits };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations in `migrations/postgres`, recorded in `eventhost._sqlx_migrations`.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut migrator = sqlx::migrate!("../../migrations/postgres");
+        migrator.create_schema("eventhost");
+        migrator.dangerous_set_table_name("eventhost._sqlx_migrations");
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The underlying pool, for the dispatcher's LISTEN connection.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// Wakes listeners after a commit. The notification runs in its own tiny transaction
+    /// with `synchronous_commit = off`: PostgreSQL serialises committing notifiers under
+    /// one lock, and holding it only for a commit that does not wait for a disk flush
+    /// keeps concurrent appenders from queueing behind each other's fsyncs.
+    pub(super) async fn notify(&self) -> Result<(), sqlx::Error> {
+        self.notify_with("").await
+    }
+
+    /// Starts listening for the store's notifications.
+    pub async fn notifications(&self) -> Result<Notifications, StoreError> {
+        let listen = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let listener = listen
+            .await
+            .map_err(|error| StoreError::from(error).during("listening for notifications"))?;
+        Ok(Notifications(listener))
+    }
+
+    /// Wakes the daemons with [`CONTROL_NOTIFICATION`].
+    pub(super) async fn notify_control(&self) -> Result<(), sqlx::Error> {
+        self.notify_with(CONTROL_NOTIFICATION).await
+    }
+
+    async fn notify_with(&self, payload: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Runs `eventhost.append_quiet()` on `executor` (the pool, or a batch's transaction). The
+/// payload cap is this store's, already checked by `prepare` on compact JSON.
+pub(super) async fn append_rows<'e>(
+    executor: impl PgExecutor<'e>,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    prepared: &[PreparedEvent],
+) -> Result<Appended, sqlx::Error> {
+    let expected_sql = match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
+    };
+    let rows = sqlx::query(
+        "SELECT event_position, event_version, event_id, duplicate
+         FROM eventhost.append_quiet($1, $2, $3, $4::text::jsonb, NULL)",
+    )
+    .bind(&stream.aggregate_type)
+    .bind(&stream.aggregate_id)
+    .bind(expected_sql)
+    .bind(events_json(prepared))
+    .fetch_all(executor)
+    .await?;
+    let mut appended = Appended {
+        events: Vec::with_capacity(rows.len()),
+        duplicate: false,
+    };
+    for row in rows {
+        appended.duplicate |= row.try_get::<bool, _>("duplicate")?;
+        appended.events.push(AppendedEvent {
+            id: row.try_get("event_id")?,
+            version: from_sql_int(row.try_get("event_version")?),
+            position: from_sql_int(row.try_get("event_position")?),
+        });
+    }
+    appended.events.sort_by_key(|event| event.version);
+    Ok(appended)
+}
+
+/// Encodes prepared events as the JSON array `eventhost.append_quiet()` takes, reusing each
+/// payload's already-encoded text.
+fn events_json(prepared: &[PreparedEvent]) -> String {
+    let mut json = String::from("[");
+    for (index, event) in prepared.iter().enumerate() {
+        if index > 0 {
+            json.push(',');
+        }
+        json.push_str("{\"id\":\"");
+        json.push_str(&event.id.to_string());
+        json.push_str("\",\"event_type\":");
+        json.push_str(&serde_json::Value::String(event.event_type.clone()).to_string());
+        json.push_str(",\"payload\":");
+        json.push_str(&event.payload);
+        json.push_str(",\"metadata\":");
+        json.push_str(&event.metadata);
+        json.push('}');
+    }
+    json.push(']');
+    json
+}
+
+/// Turns the errors `eventhost.append_quiet()` raises on purpose into typed ones.
+pub(super) fn append_error(
+    error: sqlx::Error,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+) -> StoreError {
+    let Some(database_error) = error.as_database_error() else {
+        return StoreError::from(error);
+    };
+    let Some(pg) = database_error.try_downcast_ref::<PgDatabaseError>() else {
+        return StoreError::from(error);
+    };
+    let detail = pg.detail().unwrap_or_default();
+    match pg.code() {
+        "EH409" => StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual: detail_number(detail, "actual").unwrap_or(0),
+        },
+        "23505" if pg.constraint().is_none() => StoreError::PartialDuplicate {
+            found: detail_number(detail, "found").unwrap_or(0) as usize,
+            total: detail_number(detail, "total").unwrap_or(0) as usize,
+        },
+        "22023" | "54000" => StoreError::Invalid(pg.message().to_owned()),
+        _ => StoreError::from(error),
+    }
+}
+
+/// Reads `key=<number>` out of an error detail such as `expected=3 actual=5`.
+fn detail_number(detail: &str, key: &str) -> Option<u64> {
+    detail
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// A unique violation on the event id: two appends raced with the same new ids.
+fn is_id_race(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.constraint())
+        .is_some_and(|constraint| constraint == "events_id_key")
+}
+
+pub(super) fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: row.try_get("id")?,
+        position: from_sql_int(row.try_get("position")?),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        version: from_sql_int(row.try_get("version")?),
+        event_type: row.try_get("event_type")?,
+        payload: row.try_get::<Json<Payload>, _>("payload")?.0,
+        metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+fn entry_from_row(row: &PgRow) -> Result<BatchEntry, StoreError> {
+    let (event, defect) = match event_from_row(row) {
+        Ok(event) => (event, None),
+        Err(error) => (event_without_content(row)?, Some(error.to_string())),
+    };
+    let tx = parse_tx(&row.try_get::<String, _>("order_tx")?)?;
+    Ok(BatchEntry {
+        checkpoint: Checkpoint::new(tx, event.position),
+        event,
+        defect,
+    })
+}
+
+/// A row's event without its payload and metadata, for a row whose content cannot be read:
+/// enough to park it.
+fn event_without_content(row: &PgRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: row.try_get("id")?,
+        position: from_sql_int(row.try_get("position")?),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        version: from_sql_int(row.try_get("version")?),
+        event_type: row.try_get("event_type")?,
+        payload: Payload::from_value(&serde_json::Value::Null),
+        metadata: Metadata::new(),
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+pub(super) fn parse_tx(text: &str) -> Result<u64, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("order_tx {text:?} is not a transaction id")))
+}
+
+impl EventStore for PgStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[eventhost_domain::NewEvent],
+    ) -> Result<Appended, StoreError> {
+        let prepared = eventhost_domain::append::prepare(stream, events, self.limits)?;
+        let appended = match append_rows(&self.pool, stream, expected, &prepared).await {
+            // The racing append has committed by now: the retry reports it as a duplicate.
+            Err(error) if is_id_race(&error) => {
+                append_rows(&self.pool, stream, expected, &prepared).await
+            }
+            other => other,
+        }
+        .map_err(|error| append_error(error, stream, expected))?;
+        if !appended.duplicate {
+            self.notify().await?;
+        }
+        Ok(appended)
+    }
+
+    async fn append_all(&self, appends: &[PendingAppend]) -> Result<Vec<Appended>, StoreError> {
+        let prepared = prepare_all(appends, self.limits)?;
+        let mut tx = self.pool.begin().await?;
+        let mut done = Vec::with_capacity(appends.len());
+        for (index, (append, prepared)) in appends.iter().zip(&prepared).enumerate() {
+            let appended = append_rows(&mut *tx, &append.stream, append.expected, prepared)
+                .await
+                .map_err(|error| {
+                    append_error(error, &append.stream, append.expected).in_append(index)
+                })?;
+            done.push(appended);
+        }
+        tx.commit().await?;
+        if done.iter().any(|appended| !appended.duplicate) {
+            self.notify().await?;
+        }
+        Ok(done)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM eventhost.streams WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(version.map_or(0, from_sql_int))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM eventhost.events
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3
+             ORDER BY version LIMIT $4"
+        ))
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .bind(sql_int(from_version, "version")?)
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_positions(
+        &self,
+        aggregate_type: Option<&str>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let sql = match aggregate_type {
+            None => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM eventhost.events WHERE position > $1 ORDER BY position LIMIT $2"
+            ),
+            Some(_) => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM eventhost.events WHERE position > $1 AND aggregate_type = $3
+                 ORDER BY position LIMIT $2"
+            ),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(sql_int(after, "position")?)
+            .bind(sql_limit(limit));
+        if let Some(aggregate_type) = aggregate_type {
+            query = query.bind(aggregate_type);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_batch(
+        &self,
+        after: Checkpoint,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<BatchEntry>, StoreError> {
+        let by_type = !filter.aggregate_types.is_empty();
+        let by_event = !filter.event_types.is_empty();
+        let sql = match (by_type, by_event) {
+            (false, false) => batch_query!(""),
+            (true, false) => batch_query!("AND aggregate_type = ANY($4)"),
+            (false, true) => batch_query!("AND event_type = ANY($4)"),
+            (true, true) => batch_query!("AND aggregate_type = ANY($4) AND event_type = ANY($5)"),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(after.tx().to_string())
+            .bind(sql_int(after.position(), "position")?)
+            .bind(sql_limit(limit));
+        if by_type {
+            query = query.bind(&filter.aggregate_types);
+        }
+        if by_event {
+            query = query.bind(&filter.event_types);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let row = sqlx::query(
+            "SELECT order_tx::text AS order_tx, position FROM eventhost.events
+             WHERE order_tx < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY events.order_tx DESC, events.position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(Checkpoint::ORIGIN),
+            Some(row) => Ok(Checkpoint::new(
+                parse_tx(&row.try_get::<String, _>("order_tx")?)?,
+                from_sql_int(row.try_get("position")?),
+            )),
+        }
+    }
+}

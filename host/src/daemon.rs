@@ -1,0 +1,161 @@
+//! The whole daemon as one library call: [`run`] connects the store, starts the runtime,
+//! watches and loads the plugins folder, and dispatches every subscription until its
+//! shutdown future resolves. The `eventhost run` command, the tests and the benchmarks all
+//! start the daemon through it, so there is one wiring to read and to change.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
+use eventhost_dispatch::{DispatchConfig, Dispatcher};
+use eventhost_runtime::{DEFAULT_CACHE_DIR, Runtime, RuntimeConfig, RuntimeError};
+use eventhost_store::{self as store, Store, StoreError};
+use tracing::{info, warn};
+
+/// What the daemon runs on and how.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// `postgres://...` or `sqlite://PATH`.
+    pub database_url: String,
+    /// The folder of plugin files (`*.wasm`, each with an optional `NAME.toml` sidecar).
+    pub plugins: PathBuf,
+    /// Where compiled plugins are cached (only the daemon should write there).
+    pub cache_dir: PathBuf,
+    /// The fallback poll of idle subscriptions; `None` takes the store's default.
+    pub poll_interval: Option<Duration>,
+    /// Tries of a failing batch before its poison event is parked.
+    pub max_attempts: u32,
+    /// Time between progress reports of a subscription that is catching up.
+    pub progress_interval: Duration,
+}
+
+impl DaemonConfig {
+    /// The defaults of `eventhost run` for a store and a plugins folder.
+    pub fn new(database_url: impl Into<String>, plugins: impl Into<PathBuf>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            plugins: plugins.into(),
+            cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            poll_interval: None,
+            max_attempts: 5,
+            progress_interval: Duration::from_secs(10),
+        }
+    }
+
+    fn dispatch_config(&self, store: &Store) -> DispatchConfig {
+        let mut config = DispatchConfig::for_store(store);
+        config.max_attempts = self.max_attempts;
+        config.progress_interval = self.progress_interval;
+        if let Some(poll) = self.poll_interval {
+            config.poll_interval = poll.max(Duration::from_millis(1));
+        }
+        config
+    }
+}
+
+/// Why the daemon could not start (once started, it only stops when asked).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the plugin runtime")]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot open the plugins folder {path}")]
+    PluginsFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Plugins(#[from] PluginsError),
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops taking batches and lets those in
+/// flight finish, unless `abandon` resolves first: their effects were never committed, so
+/// abandoning them loses nothing.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+    abandon: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    Daemon::start(config).await?.run(shutdown, abandon).await;
+    Ok(())
+}
+
+/// A started daemon: its plugins folder loaded and watched, every subscription running.
+pub struct Daemon {
+    folder: PathBuf,
+    watcher: Watcher,
+    dispatcher: Dispatcher,
+    registry: Registry,
+}
+
+impl Daemon {
+    /// Connects the store (migrating it), starts the runtime, and loads every plugin of the
+    /// folder; a plugin file that cannot be loaded is reported and skipped.
+    pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
+        let store = store::connect(&config.database_url).await?;
+        let mut runtime_config = RuntimeConfig::daemon(&config.cache_dir);
+        runtime_config.store_limits = store.limits();
+        let runtime = Runtime::new(runtime_config)?;
+        // One spelling of every path: the watcher reports absolute ones.
+        let folder = std::fs::canonicalize(&config.plugins).map_err(|source| {
+            DaemonError::PluginsFolder {
+                path: config.plugins.clone(),
+                source,
+            }
+        })?;
+        // Watch first, so a file that lands during the initial load is not missed.
+        let watcher = Watcher::new(&folder)?;
+        let mut dispatcher =
+            Dispatcher::start(store.clone(), config.dispatch_config(&store)).await?;
+        let mut registry = Registry::new(runtime, store);
+        registry.load_folder(&folder, &mut dispatcher).await?;
+        if dispatcher.plugins().next().is_none() {
+            warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");
+        }
+        Ok(Self {
+            folder,
+            watcher,
+            dispatcher,
+            registry,
+        })
+    }
+
+    /// The names of the plugins running.
+    pub fn plugins(&self) -> impl Iterator<Item = &str> {
+        self.dispatcher.plugins()
+    }
+
+    /// Applies changes to the plugins folder until `shutdown` resolves; then stops as
+    /// [`run`] says.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        abandon: impl Future<Output = ()>,
+    ) {
+        info!(plugins = %self.folder.display(), "eventhost is running; Ctrl-C to stop");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                changes = self.watcher.changes() => {
+                    let Some(paths) = changes else { break };
+                    for path in paths {
+                        self.registry.apply(&path, &mut self.dispatcher).await;
+                    }
+                }
+            }
+        }
+        info!("stopping: finishing the batches in flight (signal again to abandon them)");
+        tokio::select! {
+            () = self.dispatcher.stop() => {}
+            () = abandon => {
+                warn!("abandoning the batches in flight: none of their effects were committed");
+            }
+        }
+        self.registry.stop().await;
+    }
+}
