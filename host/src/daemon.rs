@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
 use eventhost_dispatch::{DispatchConfig, Dispatcher};
-use eventhost_runtime::{DEFAULT_CACHE_DIR, Runtime, RuntimeConfig, RuntimeError};
+use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules, Runtime, RuntimeConfig, RuntimeError};
 use eventhost_store::{self as store, Store, StoreError};
 use tracing::{info, warn};
 
@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub max_attempts: u32,
     /// Time between progress reports of a subscription that is catching up.
     pub progress_interval: Duration,
+    /// What is read from the plugins folder: regular files up to a size, links or not.
+    pub files: FileRules,
 }
 
 impl DaemonConfig {
@@ -40,6 +42,7 @@ impl DaemonConfig {
             poll_interval: None,
             max_attempts: 5,
             progress_interval: Duration::from_secs(10),
+            files: FileRules::default(),
         }
     }
 
@@ -110,7 +113,7 @@ impl Daemon {
         let watcher = Watcher::new(&folder)?;
         let mut dispatcher =
             Dispatcher::start(store.clone(), config.dispatch_config(&store)).await?;
-        let mut registry = Registry::new(runtime, store);
+        let mut registry = Registry::new(runtime, store, config.files);
         registry.load_folder(&folder, &mut dispatcher).await?;
         if dispatcher.plugins().next().is_none() {
             warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");

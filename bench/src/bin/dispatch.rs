@@ -29,7 +29,8 @@ use eventhost_dispatch::plugins::load_plugin;
 use eventhost_dispatch::{Handler, StoreReads};
 use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId};
 use eventhost_runtime::{
-    Effects, HandleError, PluginInfo, Reads, Runtime, RuntimeConfig, StartFrom, SubscriptionSpec,
+    Effects, FileRules, HandleError, PluginInfo, Reads, Runtime, RuntimeConfig, StartFrom,
+    SubscriptionSpec,
 };
 use eventhost_store::{
     BatchCommit, Checkpoint, EventStore, Filter, PgStore, Store, StoreLimits, SubscriptionStore,
@@ -116,9 +117,14 @@ impl Handlers {
         };
         let runtime = Runtime::new(RuntimeConfig::daemon(target.join("bench-dispatch-cache")))
             .context("start the runtime")?;
-        let wasm = load_plugin(&runtime, &path, StoreLimits::default())
-            .await
-            .with_context(|| format!("load {}", path.display()))?;
+        let wasm = load_plugin(
+            &runtime,
+            &path,
+            FileRules::default(),
+            StoreLimits::default(),
+        )
+        .await
+        .with_context(|| format!("load {}", path.display()))?;
         println!(
             "wasm: {} (plugin {} {})",
             path.display(),

@@ -55,7 +55,7 @@ use eventhost_bench::{
 use eventhost_dispatch::plugins::load_plugin;
 use eventhost_dispatch::{Dispatchable, Handler, StoreReads};
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
-use eventhost_runtime::{Reads, Runtime, RuntimeConfig};
+use eventhost_runtime::{FileRules, Reads, Runtime, RuntimeConfig};
 use eventhost_store::{EventStore, PgStore, Store, StoreLimits, SubscriptionStore};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -236,7 +236,7 @@ async fn load_timings(
 
     let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
     let started = Instant::now();
-    let cold_plugin = load_plugin(&runtime, path, StoreLimits::default())
+    let cold_plugin = load_plugin(&runtime, path, FileRules::default(), StoreLimits::default())
         .await
         .with_context(|| format!("load {}", path.display()))?;
     let cold = started.elapsed();
@@ -269,7 +269,7 @@ async fn load_timings(
     for _ in 0..warm_starts {
         let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
         let started = Instant::now();
-        let loaded = load_plugin(&runtime, path, StoreLimits::default())
+        let loaded = load_plugin(&runtime, path, FileRules::default(), StoreLimits::default())
             .await
             .with_context(|| format!("load {}", path.display()))?;
         warm.push(started.elapsed());

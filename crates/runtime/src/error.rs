@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::file::FileError;
+
 /// The runtime itself could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -25,11 +27,8 @@ pub enum RuntimeError {
 /// A file could not become a [`Plugin`](super::Plugin).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] FileError),
     #[error("not a WebAssembly file: it does not start with the `\\0asm` magic bytes")]
     NotWasm,
     #[error(

@@ -40,6 +40,17 @@ pub enum StartFrom {
 /// The largest batch a plugin may ask for.
 pub const MAX_BATCH_SIZE: u32 = 10_000;
 
+/// The longest plugin or subscription name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// The longest version string, in bytes.
+pub const MAX_VERSION_BYTES: usize = 64;
+
+/// The most subscriptions one plugin may describe, and the most aggregate or event types in
+/// one subscription's filter.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+pub const MAX_FILTER_NAMES: usize = 100;
+
 impl PluginInfo {
     /// The subscription called `name`, if the plugin has one.
     pub fn subscription(&self, name: &str) -> Option<&SubscriptionSpec> {
@@ -72,9 +83,22 @@ impl PluginInfo {
         if let Some(problem) = name_problem("plugin name", &self.name) {
             problems.push(problem);
         }
+        if self.version.len() > MAX_VERSION_BYTES || self.version.chars().any(char::is_control) {
+            problems.push(format!(
+                "the version is {} bytes or holds control characters: at most {MAX_VERSION_BYTES} printable bytes",
+                self.version.len()
+            ));
+        }
         if self.subscriptions.is_empty() {
             problems
                 .push("the plugin asks for no subscription (at least one is required)".to_owned());
+        }
+        if self.subscriptions.len() > MAX_SUBSCRIPTIONS {
+            problems.push(format!(
+                "the plugin asks for {} subscriptions, over the cap of {MAX_SUBSCRIPTIONS}",
+                self.subscriptions.len()
+            ));
+            return problems;
         }
         for (index, subscription) in self.subscriptions.iter().enumerate() {
             problems.extend(subscription.problems());
@@ -106,6 +130,23 @@ impl SubscriptionSpec {
         if let Some(problem) = name_problem("subscription name", &self.name) {
             problems.push(problem);
         }
+        let names = self.aggregate_types.len() + self.event_types.len();
+        let longest = self
+            .aggregate_types
+            .iter()
+            .chain(&self.event_types)
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
+        if names > MAX_FILTER_NAMES
+            || longest > eventhost_domain::StoreLimits::default().max_name_bytes
+        {
+            problems.push(format!(
+                "subscription `{}` filters on {names} names (at most {MAX_FILTER_NAMES}), the longest {longest} bytes (at most {})",
+                self.name,
+                eventhost_domain::StoreLimits::default().max_name_bytes
+            ));
+        }
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
             problems.push(format!(
                 "subscription `{}` asks for batch-size {}, outside 1..={MAX_BATCH_SIZE}",
@@ -135,6 +176,12 @@ fn name_problem(what: &str, name: &str) -> Option<String> {
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
     if name.is_empty() {
         return Some(format!("{what} is empty"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Some(format!(
+            "{what} is {} bytes, over the cap of {MAX_NAME_BYTES}",
+            name.len()
+        ));
     }
     name.chars().find(|&c| !allowed(c)).map(|bad| {
         format!("{what} `{name}` contains {bad:?}; use lowercase letters, digits, `-` and `_`")
@@ -168,6 +215,26 @@ mod tests {
         let accepted =
             PluginInfo::from_wit(info("order-totals", vec![subscription("totals", 100)]));
         assert_eq!(accepted.map(|info| info.subscriptions.len()), Ok(1));
+    }
+
+    #[test]
+    fn a_description_past_its_caps_is_refused() {
+        let mut long_version = info("p", vec![subscription("s", 1)]);
+        long_version.version = "1".repeat(30 * 1024 * 1024);
+        let error = PluginInfo::from_wit(long_version).unwrap_err();
+        assert!(
+            error.contains("the version is") && error.len() < 200,
+            "{}",
+            &error[..200.min(error.len())]
+        );
+        let many = (0..=MAX_SUBSCRIPTIONS)
+            .map(|index| subscription(&format!("s{index}"), 1))
+            .collect();
+        let error = PluginInfo::from_wit(info("p", many)).unwrap_err();
+        assert!(error.contains("over the cap of 100"), "{error}");
+        let error =
+            PluginInfo::from_wit(info(&"p".repeat(65), vec![subscription("s", 1)])).unwrap_err();
+        assert!(error.contains("65 bytes"), "{error}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod cache;
 mod effects;
 mod engine;
 mod error;
+mod file;
 mod host;
 mod info;
 mod limits;
@@ -33,6 +34,7 @@ pub use cache::CacheOutcome;
 pub use effects::{Effects, Emit, LogLevel, LogLine, LogSource};
 pub use engine::{EPOCH_TICK, Interruption, PoolSize};
 pub use error::{HandleError, LoadError, RuntimeError};
+pub use file::{FileError, FileRules, MAX_SIDECAR_BYTES, read_file};
 pub use info::{MAX_BATCH_SIZE, PluginInfo, StartFrom, SubscriptionSpec};
 pub use limits::Limits;
 pub use plugin::{FailedBatch, Plugin};
@@ -148,14 +150,14 @@ impl Runtime {
         })
     }
 
-    /// Reads and loads a plugin file with these limits.
-    pub async fn load_file(&self, path: &Path, limits: Limits) -> Result<Plugin, LoadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+    /// Reads (under `rules`) and loads a plugin file with these limits.
+    pub async fn load_file(
+        &self,
+        path: &Path,
+        rules: FileRules,
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
+        let bytes = read_plugin_file(path, rules).await?;
         let label = path.file_name().map_or_else(
             || path.display().to_string(),
             |name| name.to_string_lossy().into_owned(),
@@ -245,4 +247,19 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>, RuntimeError> {
     Handler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
         .map_err(|error| RuntimeError::Link(format!("{error:#}")))?;
     Ok(linker)
+}
+
+/// Reads a plugin file under `rules`, off the async threads (a slow disk must not stall
+/// them).
+pub async fn read_plugin_file(path: &Path, rules: FileRules) -> Result<Vec<u8>, LoadError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || read_file(&owned, rules, rules.max_plugin_bytes))
+        .await
+        .map_err(|error| {
+            LoadError::Read(FileError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(error),
+            })
+        })?
+        .map_err(LoadError::Read)
 }

@@ -7,6 +7,7 @@
 //!
 //! [`Effects`]: super::Effects
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -173,6 +174,24 @@ fn truncate(message: &str, cap: usize) -> String {
     format!("{}...", &message[..end])
 }
 
+/// The message with its control characters (newlines, carriage returns, terminal escape
+/// sequences) written as escapes: a plugin's line stays one line of the daemon's log and
+/// cannot forge a line of the daemon's own, or recolour it.
+fn escaped(message: &str) -> Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn emit_tracing(
     plugin: &str,
     subscription: Option<&str>,
@@ -181,6 +200,7 @@ fn emit_tracing(
     message: &str,
 ) {
     let subscription = subscription.unwrap_or("-");
+    let message = escaped(message);
     let source = match source {
         LogSource::Log => "log",
         LogSource::Stdout => "stdout",
@@ -274,6 +294,18 @@ impl StdoutStream for GuestOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugins_line_cannot_forge_a_daemon_line() {
+        assert_eq!(
+            escaped("plain text, with 'quotes'"),
+            "plain text, with 'quotes'"
+        );
+        assert_eq!(
+            escaped("done\n2026-01-01T00:00:00Z  INFO eventhost: stopped\r\u{1b}[31m"),
+            "done\\n2026-01-01T00:00:00Z  INFO eventhost: stopped\\r\\u{1b}[31m"
+        );
+    }
 
     fn sink(log_bytes: u64, log_line_bytes: u64) -> LogSink {
         let limits = Limits {

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use eventhost_domain::StoreLimits;
-use eventhost_runtime::{Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec};
+use eventhost_runtime::{
+    FileRules, Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec,
+};
 use eventhost_store::{self as store, PluginRecords};
 
 #[derive(Debug, clap::Subcommand)]
@@ -90,11 +92,20 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         store_limits: StoreLimits::default(),
     };
     let runtime = Runtime::new(config)?;
+    // The operator names the file: a link to it is followed.
+    let rules = FileRules {
+        follow_symlinks: true,
+        ..FileRules::default()
+    };
     // As the daemon loads it: with the limits of its sidecar `NAME.toml`, if any.
-    let plugin =
-        eventhost_dispatch::plugins::load_plugin(&runtime, &args.plugin, StoreLimits::default())
-            .await
-            .with_context(|| format!("{} is rejected", args.plugin.display()))?;
+    let plugin = eventhost_dispatch::plugins::load_plugin(
+        &runtime,
+        &args.plugin,
+        rules,
+        StoreLimits::default(),
+    )
+    .await
+    .with_context(|| format!("{} is rejected", args.plugin.display()))?;
     let info = plugin.handler.info();
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventhost_runtime::DEFAULT_CACHE_DIR;
+use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tracing::info;
@@ -32,6 +32,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
 
+    /// The largest plugin file loaded, in bytes (checked before reading).
+    #[arg(long, value_name = "BYTES", default_value_t = FileRules::default().max_plugin_bytes, value_parser = clap::value_parser!(u64).range(1..))]
+    max_plugin_bytes: u64,
+
+    /// Follow symbolic links in the plugins folder (to regular files only); by default a
+    /// link is refused.
+    #[arg(long)]
+    follow_symlinks: bool,
+
     /// Seconds between progress reports of a subscription that is catching up.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     progress_interval: u64,
@@ -53,6 +62,10 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     config.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
     config.max_attempts = args.max_attempts;
     config.progress_interval = Duration::from_secs(args.progress_interval);
+    config.files = FileRules {
+        max_plugin_bytes: args.max_plugin_bytes,
+        follow_symlinks: args.follow_symlinks,
+    };
     // A dropped sender (the signal task ended) resolves the receiver too.
     daemon::run(
         config,

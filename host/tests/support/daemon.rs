@@ -130,6 +130,11 @@ impl Deployment {
         });
     }
 
+    /// Where `file_name` is (or would be) in the plugins folder.
+    pub fn plugin_path(&self, file_name: &str) -> PathBuf {
+        self.plugins.join(file_name)
+    }
+
     /// Writes the operator's sidecar `NAME.toml` for the plugin file `NAME.wasm`.
     pub fn sidecar(&self, plugin_file: &str, toml: &str) {
         let path = self.plugins.join(plugin_file).with_extension("toml");

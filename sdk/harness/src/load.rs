@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use eventhost_domain::StoreLimits;
 use eventhost_runtime::{
-    LoadError, Plugin, Runtime, RuntimeConfig, RuntimeError, SidecarError, read_sidecar,
+    FileRules, LoadError, Plugin, Runtime, RuntimeConfig, RuntimeError, SidecarError, read_sidecar,
 };
 
 use crate::Harness;
@@ -29,9 +29,14 @@ pub fn deterministic_runtime(cache_dir: Option<PathBuf>) -> Result<Runtime, Runt
 /// Loads the plugin at `path` into a fresh harness, with the limits and batch-size cap of its
 /// sidecar `NAME.toml` when there is one, as the daemon would.
 pub async fn load(runtime: &Runtime, path: &Path) -> Result<Harness, HarnessError> {
-    let sidecar = read_sidecar(path, StoreLimits::default())?;
+    // The author names the file: a link to it is followed.
+    let rules = FileRules {
+        follow_symlinks: true,
+        ..FileRules::default()
+    };
+    let sidecar = read_sidecar(path, rules, StoreLimits::default())?;
     let plugin: Plugin = runtime
-        .load_file(path, sidecar.limits)
+        .load_file(path, rules, sidecar.limits)
         .await
         .map_err(|source| HarnessError::Load {
             path: path.to_owned(),

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eventhost_domain::StoreLimits;
-use eventhost_runtime::{LoadError, Runtime, Sidecar, SidecarError, read_sidecar};
+use eventhost_runtime::{
+    FileRules, LoadError, Runtime, Sidecar, SidecarError, read_plugin_file, read_sidecar,
+};
 
 use crate::Dispatchable;
 
@@ -33,7 +35,8 @@ pub enum PluginsError {
     Load(#[from] LoadError),
 }
 
-/// The `.wasm` files of `dir`, in name order.
+/// The entries of `dir` named `*.wasm`, in name order, whatever they are: one that is not a
+/// regular file is reported when it is loaded, not silently passed over.
 pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
     let folder_error = |source| PluginsError::Folder {
         path: dir.to_owned(),
@@ -45,7 +48,6 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
         if path
             .extension()
             .is_some_and(|extension| extension == "wasm")
-            && path.is_file()
         {
             files.push(path);
         }
@@ -54,19 +56,15 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
     Ok(files)
 }
 
-/// Loads one plugin file with its sidecar.
+/// Loads one plugin file with its sidecar, both read under `rules`.
 pub async fn load_plugin(
     runtime: &Runtime,
     path: &Path,
+    rules: FileRules,
     store_limits: StoreLimits,
 ) -> Result<Dispatchable, PluginsError> {
-    let sidecar = read_sidecar(path, store_limits)?;
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+    let sidecar = read_sidecar(path, rules, store_limits)?;
+    let bytes = read_plugin_file(path, rules).await?;
     load_bytes(runtime, path, bytes, sidecar).await
 }
 

@@ -13,7 +13,9 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use eventhost_runtime::{Runtime, read_sidecar};
+use eventhost_runtime::{
+    FileRules, LoadError, MAX_SIDECAR_BYTES, Runtime, read_file, read_plugin_file, read_sidecar,
+};
 use eventhost_store::{PluginRecord, PluginRecords, Store};
 
 use super::{PluginsError, load_bytes, plugin_files};
@@ -31,14 +33,17 @@ struct FileState {
 pub struct Registry {
     runtime: Runtime,
     store: Store,
+    rules: FileRules,
     files: HashMap<PathBuf, FileState>,
 }
 
 impl Registry {
-    pub fn new(runtime: Runtime, store: Store) -> Self {
+    /// A registry reading plugin files under `rules`.
+    pub fn new(runtime: Runtime, store: Store, rules: FileRules) -> Self {
         Self {
             runtime,
             store,
+            rules,
             files: HashMap::new(),
         }
     }
@@ -58,24 +63,21 @@ impl Registry {
     /// Brings the dispatcher in line with `path` as it is now on disk.
     pub async fn apply(&mut self, path: &Path, dispatcher: &mut Dispatcher) {
         let file = path.display().to_string();
-        let bytes = match tokio::fs::read(path).await {
+        let bytes = match read_plugin_file(path, self.rules).await {
             Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(LoadError::Read(error)) if error.is_not_found() => {
                 return self.forget(path, dispatcher).await;
             }
             Err(error) => {
-                return self
-                    .reject(path, String::new(), format!("cannot read {file}: {error}"))
-                    .await;
+                return self.reject(path, String::new(), error.to_string()).await;
             }
         };
         let hash = format!("{:x}", Sha256::digest(&bytes));
-        let sidecar_text = std::fs::read_to_string(path.with_extension("toml")).unwrap_or_default();
-        let seen = (hash.clone(), sidecar_text);
+        let seen = (hash.clone(), self.sidecar_digest(path));
         if self.files.get(path).is_some_and(|state| state.seen == seen) {
             return;
         }
-        let loaded = match read_sidecar(path, self.store.limits()) {
+        let loaded = match read_sidecar(path, self.rules, self.store.limits()) {
             Ok(sidecar) => load_bytes(&self.runtime, path, bytes, sidecar).await,
             Err(error) => Err(error.into()),
         };
@@ -88,11 +90,12 @@ impl Registry {
         };
         let info = dispatchable.handler.info();
         let (name, version) = (info.name.clone(), info.version.clone());
-        if let Some(other) = self
-            .provider_of(&name)
-            .filter(|other| other.as_path() != path)
-        {
-            let message = format!("plugin {name} is already provided by {}", other.display());
+        if let Some(owner) = self.owner_of(&name, path).await {
+            let message = format!(
+                "plugin {name} belongs to {owner}, which provided it first; a plugin's \
+                 subscriptions and state go with the file that first loaded it. Remove {owner} \
+                 (or make it another plugin) to move {name} to this file"
+            );
             self.note_seen(path, seen);
             return self.reject(path, hash, message).await;
         }
@@ -148,16 +151,49 @@ impl Registry {
         }
     }
 
-    fn provider_of(&self, plugin: &str) -> Option<PathBuf> {
-        self.files
-            .iter()
-            .find(|(_, state)| {
-                state
+    /// The file other than `path` that `plugin` belongs to, if any: the file running it in
+    /// this process, or else the file recorded running it (or stopped with the daemon) that
+    /// is still in the folder. A plugin's durable identity (subscriptions, checkpoints, state)
+    /// thus stays with the file the operator first deployed it as, whatever order the files
+    /// load in after a restart.
+    async fn owner_of(&self, plugin: &str, path: &Path) -> Option<String> {
+        let running = self.files.iter().find(|(other, state)| {
+            other.as_path() != path
+                && state
                     .plugin
                     .as_ref()
                     .is_some_and(|(name, _)| name == plugin)
+        });
+        if let Some((other, _)) = running {
+            return Some(other.display().to_string());
+        }
+        let records = match self.store.plugin_records().await {
+            Ok(records) => records,
+            Err(error) => {
+                warn!(%error, "cannot read the plugin records; checking this process's plugins only");
+                return None;
+            }
+        };
+        let file = path.display().to_string();
+        records
+            .into_iter()
+            .find(|record| {
+                record.name.as_deref() == Some(plugin)
+                    && record.file != file
+                    && matches!(record.status.as_str(), "running" | "stopped")
+                    && Path::new(&record.file).exists()
             })
-            .map(|(path, _)| path.clone())
+            .map(|record| record.file)
+    }
+
+    /// What the sidecar beside `path` holds now, as a digest (or why it cannot be read), so
+    /// that a change to it reloads the plugin.
+    fn sidecar_digest(&self, path: &Path) -> String {
+        match read_file(&path.with_extension("toml"), self.rules, MAX_SIDECAR_BYTES) {
+            Ok(bytes) => format!("{:x}", Sha256::digest(&bytes)),
+            Err(error) if error.is_not_found() => String::new(),
+            Err(error) => error.to_string(),
+        }
     }
 
     async fn forget(&mut self, path: &Path, dispatcher: &mut Dispatcher) {
