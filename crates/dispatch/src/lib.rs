@@ -25,7 +25,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use eventhost_runtime::{PluginInfo, Reads, StartFrom, SubscriptionSpec};
 use eventhost_store::{
-    Checkpoint, EventStore, Filter, Store, StoreError, SubscriptionDefinition, SubscriptionStore,
+    Checkpoint, DefinedSubscription, EventStore, Filter, Store, StoreError, SubscriptionDefinition,
+    SubscriptionStore,
 };
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -201,6 +202,19 @@ impl Dispatcher {
                 workers: HashMap::new(),
             },
         };
+        self.start_defined(&info, &mut installed, defined);
+        self.stop_dropped(&info, &mut installed).await;
+        self.plugins.insert(info.name.clone(), installed);
+        Ok(())
+    }
+
+    /// Starts a worker for each subscription just defined that has none running.
+    fn start_defined(
+        &self,
+        info: &PluginInfo,
+        installed: &mut Installed,
+        defined: Vec<DefinedSubscription>,
+    ) {
         for (spec, defined) in info.subscriptions.iter().zip(defined) {
             if defined.restarted {
                 info!(subscription = %defined.record.name, "filter changed: the subscription starts fresh, its state cleared");
@@ -216,6 +230,11 @@ impl Dispatcher {
                 installed.workers.insert(spec.name.clone(), running);
             }
         }
+    }
+
+    /// Stops the workers of subscriptions `info` no longer has; their checkpoints and state
+    /// stay.
+    async fn stop_dropped(&self, info: &PluginInfo, installed: &mut Installed) {
         let dropped: Vec<String> = installed
             .workers
             .keys()
@@ -229,8 +248,6 @@ impl Dispatcher {
                 info!(plugin = %info.name, subscription = %name, "subscription stopped (dropped by the new version)");
             }
         }
-        self.plugins.insert(info.name.clone(), installed);
-        Ok(())
     }
 
     /// The durable definition of each subscription of `info`, in its order. Reads the
