@@ -1,7 +1,8 @@
 //! The event store: one trait, two implementations (PostgreSQL, embedded SQLite).
 //!
-//! Guarantees every implementation keeps (checked by `tests/store_conformance.rs` against
-//! both): appends are atomic and version-checked; re-appending stored ids is idempotent;
+//! Guarantees every implementation keeps (checked by `host/tests/store_conformance.rs` and
+//! `host/tests/append_rules.rs` against both): appends are atomic, follow the rules of
+//! `eventhost_domain::append` and are version-checked; re-appending stored ids is idempotent;
 //! `read_batch` never skips an event, never returns one twice, and returns each stream's
 //! events in version order, whatever order concurrent writers commit in.
 
