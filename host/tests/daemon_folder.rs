@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use daemon::{Deployment, TestDatabase};
+use daemon::{Daemon, Deployment, TestDatabase};
 use serde_json::Value;
 
 const SECRET: &str = "root:$6$SECRET-HASH-DO-NOT-PRINT:19000:0:99999:7:::";
@@ -50,6 +50,20 @@ async fn count(deployment: &Deployment) -> u64 {
         .find(|entry| entry["key"] == "count")
         .and_then(|entry| entry["value"].as_u64())
         .unwrap_or(0)
+}
+
+/// Waits until the counter has counted `n` events.
+async fn until_counted(daemon: &mut Daemon, deployment: &Deployment, n: u64) {
+    daemon
+        .wait_until("the counter's count", Duration::from_secs(30), || async {
+            let counted = count(deployment).await;
+            if counted == n {
+                Ok(())
+            } else {
+                Err(format!("count {counted}"))
+            }
+        })
+        .await;
 }
 
 async fn append(deployment: &Deployment, n: usize) {
@@ -94,16 +108,7 @@ async fn hostile_files_in_the_plugins_folder_are_refused_without_harm() {
         .wait_for_log("plugin running", 1, Duration::from_secs(60))
         .await;
     append(&deployment, 3).await;
-    running
-        .wait_until("the counter counts", Duration::from_secs(30), || async {
-            let n = count(&deployment).await;
-            if n == 3 {
-                Ok(())
-            } else {
-                Err(format!("count {n}"))
-            }
-        })
-        .await;
+    until_counted(&mut running, &deployment, 3).await;
     let list = plugin_list(&deployment).await;
     assert_eq!(status_of(&list, "counter.wasm")["status"], "running");
     for (file, why) in [
@@ -161,16 +166,7 @@ async fn a_second_file_cannot_take_a_running_plugins_identity_after_a_restart() 
         .wait_for_log("plugin running", 1, Duration::from_secs(60))
         .await;
     append(&deployment, 2).await;
-    first
-        .wait_until("the counter counts", Duration::from_secs(30), || async {
-            let n = count(&deployment).await;
-            if n == 2 {
-                Ok(())
-            } else {
-                Err(format!("count {n}"))
-            }
-        })
-        .await;
+    until_counted(&mut first, &deployment, 2).await;
     first.stop().await;
 
     // A file that sorts first and declares the same plugin name.
@@ -192,16 +188,7 @@ async fn a_second_file_cannot_take_a_running_plugins_identity_after_a_restart() 
     );
     assert_eq!(status_of(&list, "counter.wasm")["status"], "running");
     append(&deployment, 1).await;
-    second
-        .wait_until("the counter goes on", Duration::from_secs(30), || async {
-            let n = count(&deployment).await;
-            if n == 3 {
-                Ok(())
-            } else {
-                Err(format!("count {n}"))
-            }
-        })
-        .await;
+    until_counted(&mut second, &deployment, 3).await;
     second.stop().await;
 
     // Once the first file is gone, the plugin may move to the other file.

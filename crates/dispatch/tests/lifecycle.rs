@@ -220,6 +220,22 @@ impl Fixture {
     }
 }
 
+/// Version 1 of the probe, with subscription `a` (everything) and `b` (items), installed
+/// over 3 items and 2 things and caught up.
+async fn version_one_caught_up(fixture: &Fixture) -> Dispatcher {
+    fixture.append("item", 3).await;
+    fixture.append("thing", 2).await;
+    let old = Arc::new(Probe::new(
+        "1",
+        vec![spec("a", &[], 100), spec("b", &["item"], 100)],
+    ));
+    let mut dispatcher = fixture.dispatcher().await;
+    dispatcher.install(dispatchable(&old)).await.unwrap();
+    fixture.until_counted("a", 5).await;
+    fixture.until_counted("b", 3).await;
+    dispatcher
+}
+
 fn dispatchable(probe: &Arc<Probe>) -> Dispatchable {
     Dispatchable {
         handler: Arc::clone(probe) as Arc<dyn Handler>,
@@ -373,16 +389,7 @@ async fn a_failed_install_leaves_nothing_running_and_nothing_stored() {
 #[tokio::test]
 async fn a_failed_replacement_keeps_the_old_version_running_everything() {
     let fixture = Fixture::new().await;
-    fixture.append("item", 3).await;
-    fixture.append("thing", 2).await;
-    let old = Arc::new(Probe::new(
-        "1",
-        vec![spec("a", &[], 100), spec("b", &["item"], 100)],
-    ));
-    let mut dispatcher = fixture.dispatcher().await;
-    dispatcher.install(dispatchable(&old)).await.unwrap();
-    fixture.until_counted("a", 5).await;
-    fixture.until_counted("b", 3).await;
+    let mut dispatcher = version_one_caught_up(&fixture).await;
 
     // Version 2 widens b's filter and adds c, whose row SQLite refuses.
     fixture.refuse_subscription("probe.c").await;
@@ -429,15 +436,7 @@ async fn a_failed_replacement_keeps_the_old_version_running_everything() {
 #[tokio::test]
 async fn a_changed_filter_restarts_its_subscription_in_the_replacing_transaction() {
     let fixture = Fixture::new().await;
-    fixture.append("item", 3).await;
-    fixture.append("thing", 2).await;
-    let old = Arc::new(Probe::new(
-        "1",
-        vec![spec("a", &[], 100), spec("b", &["item"], 100)],
-    ));
-    let mut dispatcher = fixture.dispatcher().await;
-    dispatcher.install(dispatchable(&old)).await.unwrap();
-    fixture.until_counted("b", 3).await;
+    let mut dispatcher = version_one_caught_up(&fixture).await;
     let new = Arc::new(Probe::new(
         "2",
         vec![spec("a", &[], 100), spec("b", &["item", "thing"], 100)],
