@@ -34,16 +34,19 @@ pub use cache::CacheOutcome;
 pub use effects::{Effects, Emit, LogLevel, LogLine, LogSource};
 pub use engine::{EPOCH_TICK, Interruption, PoolSize};
 pub use error::{HandleError, LoadError, RuntimeError};
-pub use file::{FileError, FileRules, MAX_SIDECAR_BYTES, read_file};
+pub use file::{FileError, FileRules};
 pub use info::{MAX_BATCH_SIZE, PluginInfo, StartFrom, SubscriptionSpec};
 pub use limits::Limits;
 pub use plugin::{FailedBatch, Plugin};
 pub use reads::{ReadError, Reads};
-pub use sidecar::{Sidecar, SidecarError, capped_batch_size, read_sidecar};
+pub use sidecar::{
+    Sidecar, SidecarError, capped_batch_size, parse_sidecar, read_sidecar, sidecar_bytes,
+};
 
 use bindings::{Handler, HandlerPre};
 use cache::ArtifactCache;
 use engine::EpochTicker;
+use file::read_file;
 use host::HostState;
 use sandbox::Randomness;
 

@@ -49,12 +49,29 @@ pub fn read_sidecar(
     rules: FileRules,
     store_limits: StoreLimits,
 ) -> Result<Sidecar, SidecarError> {
+    match sidecar_bytes(wasm, rules)? {
+        Some(bytes) => parse_sidecar(wasm, bytes, store_limits),
+        None => Ok(Sidecar::default()),
+    }
+}
+
+/// The bytes of the sidecar beside `wasm`, read under `rules`; `None` when there is none.
+pub fn sidecar_bytes(wasm: &Path, rules: FileRules) -> Result<Option<Vec<u8>>, FileError> {
+    match read_file(&wasm.with_extension("toml"), rules, MAX_SIDECAR_BYTES) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Parses the sidecar of `wasm` from its bytes, and checks it against the limits of the
+/// store the plugin's events go to.
+pub fn parse_sidecar(
+    wasm: &Path,
+    bytes: Vec<u8>,
+    store_limits: StoreLimits,
+) -> Result<Sidecar, SidecarError> {
     let path = wasm.with_extension("toml");
-    let bytes = match read_file(&path, rules, MAX_SIDECAR_BYTES) {
-        Ok(bytes) => bytes,
-        Err(error) if error.is_not_found() => return Ok(Sidecar::default()),
-        Err(error) => return Err(error.into()),
-    };
     let invalid = |message| SidecarError::Invalid {
         path: path.clone(),
         message,

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use eventhost_runtime::{
-    FileRules, LoadError, MAX_SIDECAR_BYTES, Runtime, read_file, read_plugin_file, read_sidecar,
+    FileRules, LoadError, Runtime, Sidecar, parse_sidecar, read_plugin_file, sidecar_bytes,
 };
 use eventhost_store::{PluginRecord, PluginRecords, Store};
 
@@ -73,11 +73,23 @@ impl Registry {
             }
         };
         let hash = format!("{:x}", Sha256::digest(&bytes));
-        let seen = (hash.clone(), self.sidecar_digest(path));
+        // The sidecar is read once: what is compared with the last load is what is parsed.
+        let sidecar = sidecar_bytes(path, self.rules);
+        let sidecar_seen = match &sidecar {
+            Ok(Some(bytes)) => format!("{:x}", Sha256::digest(bytes)),
+            Ok(None) => String::new(),
+            Err(error) => error.to_string(),
+        };
+        let seen = (hash.clone(), sidecar_seen);
         if self.files.get(path).is_some_and(|state| state.seen == seen) {
             return;
         }
-        let loaded = match read_sidecar(path, self.rules, self.store.limits()) {
+        let sidecar = match sidecar {
+            Ok(Some(bytes)) => parse_sidecar(path, bytes, self.store.limits()),
+            Ok(None) => Ok(Sidecar::default()),
+            Err(error) => Err(error.into()),
+        };
+        let loaded = match sidecar {
             Ok(sidecar) => load_bytes(&self.runtime, path, bytes, sidecar).await,
             Err(error) => Err(error.into()),
         };
@@ -184,16 +196,6 @@ impl Registry {
                     && Path::new(&record.file).exists()
             })
             .map(|record| record.file)
-    }
-
-    /// What the sidecar beside `path` holds now, as a digest (or why it cannot be read), so
-    /// that a change to it reloads the plugin.
-    fn sidecar_digest(&self, path: &Path) -> String {
-        match read_file(&path.with_extension("toml"), self.rules, MAX_SIDECAR_BYTES) {
-            Ok(bytes) => format!("{:x}", Sha256::digest(&bytes)),
-            Err(error) if error.is_not_found() => String::new(),
-            Err(error) => error.to_string(),
-        }
     }
 
     async fn forget(&mut self, path: &Path, dispatcher: &mut Dispatcher) {
