@@ -12,7 +12,7 @@ cd "$root"
 
 target=wasm32-wasip2
 examples=(order-totals shipping-policy counter)
-hostile=(loop memory panic flood fs net http other-world fail-on fail-on-fixed versioned-a versioned-b versioned-c)
+hostile=(loop spin describe-loop memory panic flood fs net http other-world fail-on fail-on-fixed versioned-a versioned-b versioned-c)
 
 if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"

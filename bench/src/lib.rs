@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use eventhost_dispatch::shutdown::ShutdownTrigger;
-use eventhost_dispatch::{self as dispatch, DispatchConfig, Dispatchable, Handler};
+use eventhost_dispatch::{self as dispatch, DispatchConfig, Dispatchable, Handler, InstallError};
 use eventhost_domain::Event;
 use eventhost_runtime::{Effects, HandleError, PluginInfo, Reads};
-use eventhost_store::{Checkpoint, PgStore, Store, StoreError, SubscriptionStore};
+use eventhost_store::{Checkpoint, PgStore, Store, SubscriptionStore};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::postgres::PgConnectOptions;
@@ -132,7 +132,7 @@ impl Handler for Probe {
 /// `eventhost_dispatch::run` with one handler, in a task, until [`Dispatcher::stop`].
 pub struct Dispatcher {
     trigger: ShutdownTrigger,
-    task: JoinHandle<Result<(), StoreError>>,
+    task: JoinHandle<Result<(), InstallError>>,
 }
 
 impl Dispatcher {
@@ -304,5 +304,51 @@ impl BenchDatabase {
             .await
             .context("drop the benchmark database")?;
         Ok(())
+    }
+}
+
+/// `bytes` with every occurrence of `from` replaced by `to` (same length): a plugin's name in
+/// its data segment, and the same word in debug strings, where it is harmless. So one
+/// component becomes many distinct plugins, each with a hash of its own.
+pub fn rename_plugin(bytes: &[u8], from: &[u8], to: &[u8]) -> Result<Vec<u8>> {
+    ensure!(
+        from.len() == to.len(),
+        "a same-length name keeps the binary valid"
+    );
+    let mut out = bytes.to_vec();
+    let mut replaced = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            replaced += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    ensure!(replaced > 0, "no occurrence of the plugin name to patch");
+    Ok(out)
+}
+
+/// The `p`th percentile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("eventhost-{label}-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
-use eventhost_dispatch::{DispatchConfig, Dispatcher};
-use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules, Runtime, RuntimeConfig, RuntimeError};
+use eventhost_dispatch::shutdown::{Shutdown, ShutdownTrigger};
+use eventhost_dispatch::{BATCH_BYTES, DispatchConfig, Dispatcher, MAX_SUBSCRIPTIONS};
+use eventhost_runtime::{
+    DEFAULT_CACHE_DIR, FileRules, GuestPool, Runtime, RuntimeConfig, RuntimeError,
+};
 use eventhost_store::{self as store, Store, StoreError};
 use tracing::{info, warn};
 
@@ -30,6 +33,12 @@ pub struct DaemonConfig {
     pub progress_interval: Duration,
     /// What is read from the plugins folder: regular files up to a size, links or not.
     pub files: FileRules,
+    /// The threads plugins run on, and how many of their calls run at once.
+    pub guests: GuestPool,
+    /// Subscriptions run at once, over all plugins.
+    pub max_subscriptions: usize,
+    /// Bytes of events one batch holds.
+    pub batch_bytes: usize,
 }
 
 impl DaemonConfig {
@@ -43,6 +52,9 @@ impl DaemonConfig {
             max_attempts: 5,
             progress_interval: Duration::from_secs(10),
             files: FileRules::default(),
+            guests: GuestPool::default(),
+            max_subscriptions: MAX_SUBSCRIPTIONS,
+            batch_bytes: BATCH_BYTES,
         }
     }
 
@@ -50,6 +62,8 @@ impl DaemonConfig {
         let mut config = DispatchConfig::for_store(store);
         config.max_attempts = self.max_attempts;
         config.progress_interval = self.progress_interval;
+        config.max_subscriptions = self.max_subscriptions;
+        config.batch_bytes = self.batch_bytes;
         if let Some(poll) = self.poll_interval {
             config.poll_interval = poll.max(Duration::from_millis(1));
         }
@@ -76,14 +90,29 @@ pub enum DaemonError {
 
 /// Runs the daemon until `shutdown` resolves, then stops taking batches and lets those in
 /// flight finish, unless `abandon` resolves first: their effects were never committed, so
-/// abandoning them loses nothing.
+/// abandoning them loses nothing. A shutdown during start-up stops the loading of the
+/// plugins folder (a file being compiled or described is left unloaded) and then the
+/// plugins already running.
 pub async fn run(
     config: DaemonConfig,
     shutdown: impl Future<Output = ()>,
     abandon: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    Daemon::start(config).await?.run(shutdown, abandon).await;
-    Ok(())
+    let (trigger, stopping) = ShutdownTrigger::new();
+    let work = async {
+        let daemon = Daemon::start(config, stopping.clone()).await?;
+        let mut stopping = stopping.clone();
+        daemon
+            .run(async move { stopping.requested().await }, abandon)
+            .await;
+        Ok(())
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        outcome = &mut work => return outcome,
+        () = shutdown => trigger.trigger(),
+    }
+    work.await
 }
 
 /// A started daemon: its plugins folder loaded and watched, every subscription running.
@@ -96,11 +125,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// Connects the store (migrating it), starts the runtime, and loads every plugin of the
-    /// folder; a plugin file that cannot be loaded is reported and skipped.
-    pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
+    /// folder; a plugin file that cannot be loaded is reported and skipped. Loading (now and
+    /// as files change) stops at `shutdown`.
+    pub async fn start(config: DaemonConfig, shutdown: Shutdown) -> Result<Self, DaemonError> {
         let store = store::connect(&config.database_url).await?;
         let mut runtime_config = RuntimeConfig::daemon(&config.cache_dir);
         runtime_config.store_limits = store.limits();
+        runtime_config.guests = Some(config.guests.clone());
         let runtime = Runtime::new(runtime_config)?;
         // One spelling of every path: the watcher reports absolute ones.
         let folder = std::fs::canonicalize(&config.plugins).map_err(|source| {
@@ -113,7 +144,7 @@ impl Daemon {
         let watcher = Watcher::new(&folder)?;
         let mut dispatcher =
             Dispatcher::start(store.clone(), config.dispatch_config(&store)).await?;
-        let mut registry = Registry::new(runtime, store, config.files);
+        let mut registry = Registry::new(runtime, store, config.files, shutdown);
         registry.load_folder(&folder, &mut dispatcher).await?;
         if dispatcher.plugins().next().is_none() {
             warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use daemon::{Daemon, Deployment, TestDatabase};
+use daemon::{Deployment, TestDatabase};
 use serde_json::Value;
 
 const SECRET: &str = "root:$6$SECRET-HASH-DO-NOT-PRINT:19000:0:99999:7:::";
@@ -42,46 +42,6 @@ fn status_of<'a>(list: &'a [(String, Value)], file: &str) -> &'a Value {
         .1
 }
 
-async fn count(deployment: &Deployment) -> u64 {
-    let output = deployment.cli_ok(&["state", "counter.all"]).await;
-    output
-        .json_lines()
-        .iter()
-        .find(|entry| entry["key"] == "count")
-        .and_then(|entry| entry["value"].as_u64())
-        .unwrap_or(0)
-}
-
-/// Waits until the counter has counted `n` events.
-async fn until_counted(daemon: &mut Daemon, deployment: &Deployment, n: u64) {
-    daemon
-        .wait_until("the counter's count", Duration::from_secs(30), || async {
-            let counted = count(deployment).await;
-            if counted == n {
-                Ok(())
-            } else {
-                Err(format!("count {counted}"))
-            }
-        })
-        .await;
-}
-
-async fn append(deployment: &Deployment, n: usize) {
-    for i in 0..n {
-        deployment
-            .cli_ok(&[
-                "append",
-                "--aggregate-type",
-                "item",
-                "--aggregate-id",
-                &format!("i-{i}-{}", uuid::Uuid::new_v4().simple()),
-                "--event-type",
-                "item.added",
-            ])
-            .await;
-    }
-}
-
 #[tokio::test]
 async fn hostile_files_in_the_plugins_folder_are_refused_without_harm() {
     let database = TestDatabase::sqlite();
@@ -107,8 +67,8 @@ async fn hostile_files_in_the_plugins_folder_are_refused_without_harm() {
     running
         .wait_for_log("plugin running", 1, Duration::from_secs(60))
         .await;
-    append(&deployment, 3).await;
-    until_counted(&mut running, &deployment, 3).await;
+    deployment.append_items(3).await;
+    running.until_counted(&deployment, 3).await;
     let list = plugin_list(&deployment).await;
     assert_eq!(status_of(&list, "counter.wasm")["status"], "running");
     for (file, why) in [
@@ -165,8 +125,8 @@ async fn a_second_file_cannot_take_a_running_plugins_identity_after_a_restart() 
     first
         .wait_for_log("plugin running", 1, Duration::from_secs(60))
         .await;
-    append(&deployment, 2).await;
-    until_counted(&mut first, &deployment, 2).await;
+    deployment.append_items(2).await;
+    first.until_counted(&deployment, 2).await;
     first.stop().await;
 
     // A file that sorts first and declares the same plugin name.
@@ -187,8 +147,8 @@ async fn a_second_file_cannot_take_a_running_plugins_identity_after_a_restart() 
         "{error}"
     );
     assert_eq!(status_of(&list, "counter.wasm")["status"], "running");
-    append(&deployment, 1).await;
-    until_counted(&mut second, &deployment, 3).await;
+    deployment.append_items(1).await;
+    second.until_counted(&deployment, 3).await;
     second.stop().await;
 
     // Once the first file is gone, the plugin may move to the other file.

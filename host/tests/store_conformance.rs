@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
-use eventhost_store::{Checkpoint, EventStore, Filter, StoreError};
+use eventhost_store::{BatchLimit, Checkpoint, EventStore, Filter, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -255,6 +255,50 @@ async fn batches_apply_filters_and_resume_after_their_checkpoint(store: &impl Ev
     read_everything(store, &several, 5, 6).await;
 }
 
+async fn a_batch_ends_after_the_event_that_reaches_its_byte_bound(store: &impl EventStore) {
+    let big = "x".repeat(1000);
+    for n in 0..5 {
+        let event = NewEvent::new("x.sized", json!({ "big": big, "n": n }));
+        store
+            .append(&order(&format!("b-{n}")), ExpectedVersion::Any, &[event])
+            .await
+            .unwrap();
+    }
+    // Each event's text is a little over 1000 bytes: the third reaches 2500.
+    let limit = BatchLimit {
+        events: 100,
+        bytes: 2500,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let batch = store
+            .read_batch(Checkpoint::ORIGIN, &Filter::default(), limit)
+            .await
+            .unwrap();
+        if batch.len() >= 3 || Instant::now() > deadline {
+            break batch;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(limit.reached(&first), "cut short by its bytes");
+    let rest = store
+        .read_batch(first[2].checkpoint, &Filter::default(), limit)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(!limit.reached(&rest), "the last two are all there is");
+    let tiny = BatchLimit {
+        events: 100,
+        bytes: 1,
+    };
+    let one = store
+        .read_batch(Checkpoint::ORIGIN, &Filter::default(), tiny)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1, "a batch always holds at least one event");
+}
+
 async fn head_is_after_every_readable_event(store: &impl EventStore) {
     assert_eq!(store.head().await.unwrap(), Checkpoint::ORIGIN);
     store
@@ -369,6 +413,7 @@ conformance!(
     payload_and_metadata_round_trip,
     listings_page_in_position_order,
     batches_apply_filters_and_resume_after_their_checkpoint,
+    a_batch_ends_after_the_event_that_reaches_its_byte_bound,
     head_is_after_every_readable_event,
     racing_writers_with_the_same_expected_version_have_one_winner,
 );

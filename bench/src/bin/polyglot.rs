@@ -49,8 +49,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Dispatcher, Probe, cells, header, init_logs, millis, settle_backlog, thousands,
-    wait_for_checkpoint,
+    BenchDatabase, Dispatcher, Probe, TempDir, cells, header, init_logs, millis, settle_backlog,
+    thousands, wait_for_checkpoint,
 };
 use eventhost_dispatch::plugins::load_plugin;
 use eventhost_dispatch::{Dispatchable, Handler, StoreReads};
@@ -59,7 +59,6 @@ use eventhost_runtime::{FileRules, Reads, Runtime, RuntimeConfig};
 use eventhost_store::{EventStore, PgStore, Store, StoreLimits, SubscriptionStore};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use uuid::Uuid;
 
 #[derive(Debug, Parser)]
 #[command(about = "order-totals in Rust, Python and JavaScript: size, compile, start, events/s")]
@@ -231,7 +230,7 @@ async fn load_timings(
         path.display(),
         thousands(size as f64)
     );
-    let cache = TempDir::new()?;
+    let cache = TempDir::new("polyglot")?;
     ensure!(artifacts(&cache.0)?.is_empty(), "the cache is not empty");
 
     let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
@@ -876,25 +875,4 @@ fn print_batches(backlog: &Backlog, loaded: &[Loaded], throughputs: &[Throughput
 
 fn ratio(value: f64) -> String {
     format!("{value:.2}x")
-}
-
-// ---------------------------------------------------------------------------------------
-// Set-up
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("eventhost-polyglot-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("create the cache directory {}", path.display()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use eventhost::daemon::{self, Daemon, DaemonConfig};
+use eventhost_bench::{TempDir, millis, percentile, rename_plugin};
+use eventhost_dispatch::shutdown::ShutdownTrigger;
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_runtime::{Limits, Runtime, RuntimeConfig};
 use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
@@ -82,7 +84,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let release_a = read("hostile/hostile-versioned-a.wasm")?;
     let release_b = read("hostile/hostile-versioned-b.wasm")?;
     let counter = read("plugins/counter.wasm")?;
-    let temp = TempDir::new()?;
+    let temp = TempDir::new("reload")?;
 
     println!("reload benchmark: the daemon's watcher + registry + dispatcher in-process, SQLite");
     println!(
@@ -125,9 +127,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     ] {
         println!(
             "{label:<28} {:>10.1} {:>10.1} {:>10.1}",
-            ms(percentile(samples, 50)),
-            ms(*samples.last().expect("samples")),
-            ms(samples[0]),
+            millis(percentile(samples, 50)),
+            millis(*samples.last().expect("samples")),
+            millis(samples[0]),
         );
     }
     println!(
@@ -180,25 +182,25 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         (
             format!("hot reload, warm cache, p50 ({size_mb:.1} MB file)"),
             "< 1 s".to_owned(),
-            format!("{:.0} ms", ms(warm_p50)),
+            format!("{:.0} ms", millis(warm_p50)),
             warm_p50 < Duration::from_secs(1),
         ),
         (
             format!("hot reload, warm cache, max ({size_mb:.1} MB file)"),
             "< 1 s".to_owned(),
-            format!("{:.0} ms", ms(warm_max)),
+            format!("{:.0} ms", millis(warm_max)),
             warm_max < Duration::from_secs(1),
         ),
         (
             format!("hot reload, cold (compile), p50 ({size_mb:.1} MB file)"),
             "< 1 s".to_owned(),
-            format!("{:.0} ms", ms(percentile(&cold, 50))),
+            format!("{:.0} ms", millis(percentile(&cold, 50))),
             percentile(&cold, 50) < Duration::from_secs(1),
         ),
         (
             format!("hot reload, cold (compile), max ({size_mb:.1} MB file)"),
             "< 1 s".to_owned(),
-            format!("{:.0} ms", ms(cold_max)),
+            format!("{:.0} ms", millis(cold_max)),
             cold_max < Duration::from_secs(1),
         ),
         (
@@ -339,7 +341,8 @@ async fn startup_child(folder: &Path, cache: &Path, database: &Path) -> anyhow::
     config.cache_dir = cache.to_path_buf();
     store::connect(&config.database_url).await?;
     let started = Instant::now();
-    let daemon = Daemon::start(config).await?;
+    let (_loading, shutdown) = ShutdownTrigger::new();
+    let daemon = Daemon::start(config, shutdown).await?;
     let elapsed = started.elapsed();
     let expected = eventhost_dispatch::plugins::plugin_files(folder)?.len();
     let loaded = daemon.plugins().count();
@@ -362,32 +365,6 @@ fn vm_rss_kb() -> anyhow::Result<u64> {
     Ok(line.trim().trim_end_matches("kB").trim().parse()?)
 }
 
-/// `bytes` with every occurrence of `from` replaced by `to` (same length): the plugin's name
-/// in its data segment, and the same word in debug strings, where it is harmless.
-fn rename_plugin(bytes: &[u8], from: &[u8], to: &[u8]) -> anyhow::Result<Vec<u8>> {
-    assert_eq!(
-        from.len(),
-        to.len(),
-        "a same-length name keeps the binary valid"
-    );
-    let mut out = bytes.to_vec();
-    let mut replaced = 0;
-    let mut i = 0;
-    while i + from.len() <= out.len() {
-        if &out[i..i + from.len()] == from {
-            out[i..i + from.len()].copy_from_slice(to);
-            replaced += 1;
-            i += from.len();
-        } else {
-            i += 1;
-        }
-    }
-    if replaced == 0 {
-        bail!("no occurrence of the plugin name to patch");
-    }
-    Ok(out)
-}
-
 /// Appends a custom section to a component: same behaviour, a new hash.
 fn add_custom_section(bytes: &mut Vec<u8>, name: String) {
     let section = wasm_encoder::CustomSection {
@@ -395,29 +372,4 @@ fn add_custom_section(bytes: &mut Vec<u8>, name: String) {
         data: b"cache-buster".as_slice().into(),
     };
     wasm_encoder::ComponentSection::append_to_component(&section, bytes);
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
-}
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("eventhost-reload-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -40,7 +40,8 @@ use worker::Worker;
 /// How subscriptions are driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchConfig {
-    /// The longest an idle subscription waits before looking for events it was not woken for.
+    /// How often the dispatcher polls the store (one query for all subscriptions) for
+    /// changes no notification told it of.
     pub poll_interval: Duration,
     /// Tries of a failing batch (and of its last, single, event) before the event is parked.
     pub max_attempts: u32,
@@ -49,7 +50,19 @@ pub struct DispatchConfig {
     pub backoff_max: Duration,
     /// How often a subscription reports its progress while it catches up.
     pub progress_interval: Duration,
+    /// Subscriptions the dispatcher runs at once, over all plugins; a plugin that would
+    /// pass it is refused.
+    pub max_subscriptions: usize,
+    /// Bytes of events (names, payloads, metadata) one batch holds: a batch ends after the
+    /// event that reaches it, whatever its batch size.
+    pub batch_bytes: usize,
 }
+
+/// The default of [`DispatchConfig::batch_bytes`]: 16 MiB.
+pub const BATCH_BYTES: usize = 16 << 20;
+
+/// The default of [`DispatchConfig::max_subscriptions`].
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
 
 impl DispatchConfig {
     /// Defaults for `store`: PostgreSQL wakes subscriptions by NOTIFY, so its poll is only
@@ -65,8 +78,27 @@ impl DispatchConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             progress_interval: Duration::from_secs(10),
+            max_subscriptions: MAX_SUBSCRIPTIONS,
+            batch_bytes: BATCH_BYTES,
         }
     }
+}
+
+/// Why a plugin could not be installed; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(
+        "{plugin} asks for {wanted} subscriptions and other plugins run {running}: over the \
+         daemon's cap of {cap} subscriptions"
+    )]
+    TooManySubscriptions {
+        plugin: String,
+        wanted: usize,
+        running: usize,
+        cap: usize,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A handler ready to run, with the operator's batch-size cap from its sidecar.
@@ -157,7 +189,7 @@ impl Dispatcher {
     /// Connects the wake-up listener; no plugin is installed yet.
     pub async fn start(store: Store, config: DispatchConfig) -> Result<Self, StoreError> {
         let (listener, listening) = ShutdownTrigger::new();
-        let wakeups = wakeup::listen(&store, listening).await?;
+        let wakeups = wakeup::listen(&store, config.poll_interval, listening).await?;
         Ok(Self {
             reads: Arc::new(StoreReads(store.clone())),
             store,
@@ -170,8 +202,9 @@ impl Dispatcher {
 
     /// Installs a plugin, or replaces the installed plugin of the same name. On an error
     /// nothing changed: the previous version (if any) still runs every subscription it ran.
-    pub async fn install(&mut self, dispatchable: Dispatchable) -> Result<(), StoreError> {
+    pub async fn install(&mut self, dispatchable: Dispatchable) -> Result<(), InstallError> {
         let info = dispatchable.handler.info().clone();
+        self.check_room(&info)?;
         let definitions = self.definitions(&info).await?;
         let mut installed = self.plugins.remove(&info.name);
         let stopped = match installed.as_mut() {
@@ -189,7 +222,7 @@ impl Dispatcher {
                     self.restart(&info.name, &mut installed, stopped);
                     self.plugins.insert(info.name.clone(), installed);
                 }
-                return Err(error);
+                return Err(error.into());
             }
         };
         let mut installed = match installed {
@@ -205,6 +238,28 @@ impl Dispatcher {
         self.start_defined(&info, &mut installed, defined);
         self.stop_dropped(&info, &mut installed).await;
         self.plugins.insert(info.name.clone(), installed);
+        Ok(())
+    }
+
+    /// Refuses a plugin whose subscriptions, beside those of the other plugins, would pass
+    /// [`DispatchConfig::max_subscriptions`].
+    fn check_room(&self, info: &PluginInfo) -> Result<(), InstallError> {
+        let running = self
+            .plugins
+            .iter()
+            .filter(|(name, _)| **name != info.name)
+            .map(|(_, installed)| installed.workers.len())
+            .sum::<usize>();
+        let wanted = info.subscriptions.len();
+        let cap = self.config.max_subscriptions;
+        if running + wanted > cap {
+            return Err(InstallError::TooManySubscriptions {
+                plugin: info.name.clone(),
+                wanted,
+                running,
+                cap,
+            });
+        }
         Ok(())
     }
 
@@ -303,9 +358,13 @@ impl Dispatcher {
         }
     }
 
-    /// Stops a plugin's subscriptions one after the other and records them as stopped, so
-    /// `subscriptions list` does not show a stopped daemon's subscriptions as running.
+    /// Stops a plugin's subscriptions (all asked at once, so their batches in flight finish
+    /// side by side) and records them as stopped, so `subscriptions list` does not show a
+    /// stopped daemon's subscriptions as running.
     async fn stop_workers(&self, plugin: &str, installed: Installed) {
+        for running in installed.workers.values() {
+            running.trigger.trigger();
+        }
         for (name, running) in installed.workers {
             running.stop().await;
             self.record_stopped(&format!("{plugin}.{name}")).await;
@@ -329,6 +388,13 @@ impl Dispatcher {
 
     /// Stops every subscription after its batch in flight and waits for them.
     pub async fn stop(mut self) {
+        for running in self
+            .plugins
+            .values()
+            .flat_map(|installed| installed.workers.values())
+        {
+            running.trigger.trigger();
+        }
         let plugins: Vec<String> = self.plugins.keys().cloned().collect();
         for plugin in plugins {
             if let Some(installed) = self.plugins.remove(&plugin) {
@@ -413,7 +479,7 @@ pub async fn run(
     plugins: Vec<Dispatchable>,
     config: DispatchConfig,
     mut shutdown: Shutdown,
-) -> Result<(), StoreError> {
+) -> Result<(), InstallError> {
     let mut dispatcher = Dispatcher::start(store, config).await?;
     for dispatchable in plugins {
         dispatcher.install(dispatchable).await?;

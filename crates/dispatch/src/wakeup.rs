@@ -1,74 +1,355 @@
-//! What wakes an idle subscription: PostgreSQL `LISTEN/NOTIFY`, or appends made in this
-//! process (SQLite); a fallback poll covers everything else (appends by another process to
-//! SQLite, a lost listener connection).
+//! What wakes an idle subscription. One task per dispatcher, whatever the number of
+//! subscriptions, looks at the store ([`Store::pulse`]: the head of the log and the operators'
+//! control counter, one query) once a poll interval and whenever a PostgreSQL notification
+//! hints that something changed, and wakes the subscriptions only when the pulse did change.
+//! Appends made by this process to SQLite wake them directly. An idle subscription waits on
+//! the wake-ups alone, so idle costs nothing per subscription.
+//!
+//! A notification is only a hint: any role may `NOTIFY eventhost`. Hints that arrive while
+//! the task looks are taken together, and hint-driven looks are at least [`HINT_GAP`] apart,
+//! so a flood of them costs one query at a time and never reaches the subscriptions. When a
+//! hint finds nothing new (on PostgreSQL an older transaction may still hold committed events
+//! back), the task looks again at growing intervals up to [`MAX_RECHECK_DELAY`].
 //!
 //! Wake-ups are watch channels' version counters: a receiver never misses that something
-//! changed, however many notifications arrived meanwhile.
+//! changed, and however many changes come meanwhile it wakes once.
 
 use std::time::Duration;
 
-use eventhost_store::{Notification, Notifications, Store, StoreError};
+use eventhost_store::{Notifications, Pulse, Store, StoreError};
 use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, warn};
 
 use crate::shutdown::Shutdown;
+
+/// The least time between two looks prompted by notifications.
+const HINT_GAP: Duration = Duration::from_millis(2);
+
+/// The longest pause between looks after a hint that found nothing new; then the poll
+/// takes over.
+const MAX_RECHECK_DELAY: Duration = Duration::from_millis(256);
 
 /// What a subscription waits on.
 #[derive(Clone)]
 pub(crate) struct Wakeups {
-    /// Changes after every notification: events may be readable.
+    /// Changes whenever events may be readable or a checkpoint may have moved.
     pub(crate) any: watch::Receiver<u64>,
-    /// Changes after an operator's control notification (a replay request), and whenever
-    /// notifications may have been lost.
+    /// Changes after an operator's request (a reset, a replay), and whenever notifications
+    /// may have been lost.
     pub(crate) control: watch::Receiver<u64>,
 }
 
-/// Starts listening.
-pub(crate) async fn listen(store: &Store, shutdown: Shutdown) -> Result<Wakeups, StoreError> {
-    match store {
-        Store::Sqlite(store) => Ok(Wakeups {
-            any: store.appends(),
-            // Requests come from other processes, which cannot signal this one: the poll
-            // finds them.
-            control: watch::channel(0).1,
-        }),
-        Store::Postgres(store) => {
-            let listener = store.notifications().await?;
-            let (any, any_receiver) = watch::channel(0);
-            let (control, control_receiver) = watch::channel(0);
-            tokio::spawn(forward(listener, any, control, shutdown));
-            Ok(Wakeups {
-                any: any_receiver,
-                control: control_receiver,
-            })
+/// Starts listening and polling every `poll`, until `shutdown`.
+pub(crate) async fn listen(
+    store: &Store,
+    poll: Duration,
+    shutdown: Shutdown,
+) -> Result<Wakeups, StoreError> {
+    let source = match store {
+        Store::Sqlite(store) => Source::Appends(store.appends()),
+        Store::Postgres(store) => Source::Listener(store.notifications().await?),
+    };
+    let last = store.pulse().await?;
+    let (any, any_receiver) = watch::channel(0);
+    let (control, control_receiver) = watch::channel(0);
+    let watcher = Watcher {
+        store: store.clone(),
+        last,
+        signals: Signals { any, control },
+    };
+    tokio::spawn(watcher.run(source, poll, shutdown));
+    Ok(Wakeups {
+        any: any_receiver,
+        control: control_receiver,
+    })
+}
+
+/// Where this process hears of changes without polling.
+enum Source {
+    /// Appends made by this process to SQLite: certain, readable at once.
+    Appends(watch::Receiver<u64>),
+    /// PostgreSQL notifications, from any process: hints.
+    Listener(Notifications),
+    /// Nothing more to hear: the poll alone finds changes.
+    Closed,
+}
+
+enum Heard {
+    Appended,
+    Hint,
+    Lost(StoreError),
+    Closed,
+}
+
+impl Source {
+    async fn next(&mut self) -> Heard {
+        match self {
+            Source::Appends(appends) => match appends.changed().await {
+                Ok(()) => Heard::Appended,
+                Err(_) => Heard::Closed,
+            },
+            Source::Listener(listener) => match listener.recv().await {
+                Ok(()) => {
+                    listener.drain();
+                    Heard::Hint
+                }
+                Err(error) => Heard::Lost(error),
+            },
+            Source::Closed => std::future::pending().await,
         }
     }
 }
 
-async fn forward(
-    mut listener: Notifications,
+struct Signals {
     any: watch::Sender<u64>,
     control: watch::Sender<u64>,
-    mut shutdown: Shutdown,
-) {
-    let bump =
-        |sender: &watch::Sender<u64>| sender.send_modify(|count| *count = count.wrapping_add(1));
-    loop {
-        tokio::select! {
-            _ = shutdown.requested() => return,
-            notification = listener.recv() => {
-                match notification {
-                    Ok(Notification::Control) => bump(&control),
-                    Ok(Notification::Appended) => {}
-                    Err(error) => {
+}
+
+impl Signals {
+    fn bump(sender: &watch::Sender<u64>) {
+        sender.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    fn events(&self) {
+        Self::bump(&self.any);
+    }
+
+    fn control(&self) {
+        Self::bump(&self.control);
+        Self::bump(&self.any);
+    }
+}
+
+/// The one task that looks at the store for every subscription.
+struct Watcher {
+    store: Store,
+    last: Pulse,
+    signals: Signals,
+}
+
+impl Watcher {
+    async fn run(mut self, mut source: Source, poll: Duration, mut shutdown: Shutdown) {
+        let mut ticks = tokio::time::interval(poll);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // After a hint that found nothing new: when to look again, and the delay after that.
+        let mut recheck: Option<(Instant, Duration)> = None;
+        loop {
+            let recheck_at = recheck.map(|(at, _)| at);
+            tokio::select! {
+                _ = shutdown.requested() => return,
+                _ = ticks.tick() => {
+                    self.look().await;
+                }
+                () = sleep_until(recheck_at) => {
+                    recheck = match (self.look().await, recheck) {
+                        (false, Some((_, delay))) if delay < MAX_RECHECK_DELAY => {
+                            Some((Instant::now() + delay * 2, delay * 2))
+                        }
+                        _ => None,
+                    };
+                }
+                heard = source.next() => match heard {
+                    Heard::Appended => self.signals.events(),
+                    Heard::Hint => {
+                        recheck = if self.look().await {
+                            None
+                        } else {
+                            let delay = Duration::from_millis(1);
+                            Some((Instant::now() + delay, delay))
+                        };
+                        tokio::time::sleep(HINT_GAP).await;
+                    }
+                    Heard::Lost(error) => {
                         // The listener reconnects on its next recv; notifications sent
                         // meanwhile are lost, so wake everyone to look for themselves.
-                        tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
+                        warn!(%error, "lost the LISTEN connection; reconnecting");
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        bump(&control);
+                        self.signals.control();
                     }
-                }
-                bump(&any);
+                    Heard::Closed => {
+                        // Appends in this process no longer signal: the poll still finds them.
+                        source = Source::Closed;
+                    }
+                },
             }
         }
+    }
+
+    /// Reads the pulse and wakes the subscriptions if it changed; whether it did.
+    async fn look(&mut self) -> bool {
+        let pulse = match self.store.pulse().await {
+            Ok(pulse) => pulse,
+            Err(error) => {
+                debug!(%error, "cannot poll the store; trying again at the next look");
+                return false;
+            }
+        };
+        let changed = pulse != self.last;
+        if pulse.control != self.last.control {
+            self.signals.control();
+        } else if changed {
+            self.signals.events();
+        }
+        self.last = pulse;
+        changed
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+    use eventhost_store::{EventStore, SubscriptionDefinition, SubscriptionStore};
+    use sqlx::{Connection, PgConnection};
+
+    use super::*;
+    use crate::shutdown::ShutdownTrigger;
+
+    /// A PostgreSQL database of its own, made on the server `DATABASE_URL` names (default
+    /// `postgres://root@127.0.0.1:5432/test`); left behind for the server's clean-up when
+    /// the test fails.
+    async fn postgres_database() -> (String, String, String) {
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|error| panic!("this test needs PostgreSQL at {admin_url}: {error}"));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let name = format!("eventhost_wakeup_{}_{nanos}", std::process::id());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("DATABASE_URL ends with a database name");
+        (format!("{base}/{name}"), admin_url, name)
+    }
+
+    async fn drop_database(admin_url: &str, name: &str) {
+        let mut admin = PgConnection::connect(admin_url).await.expect("reconnect");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("drop the test database");
+    }
+
+    /// Waits until `receiver` has changed since it was last marked seen.
+    async fn woken(receiver: &mut watch::Receiver<u64>) {
+        tokio::time::timeout(Duration::from_secs(5), receiver.changed())
+            .await
+            .expect("woken within 5 s")
+            .expect("the watcher runs");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_notifications_wakes_no_subscription_and_an_append_or_reset_does() {
+        let (url, admin_url, name) = postgres_database().await;
+        let store = eventhost_store::connect(&url).await.expect("connect");
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        // A poll too slow to matter: only notifications prompt a look here.
+        let mut wakeups = listen(&store, Duration::from_secs(3600), shutdown)
+            .await
+            .expect("listen");
+
+        let mut flooder = PgConnection::connect(&url).await.expect("connect");
+        let started = StdInstant::now();
+        sqlx::query("SELECT pg_notify('eventhost', g::text) FROM generate_series(1, 10000) AS g")
+            .execute(&mut flooder)
+            .await
+            .expect("send 10,000 notifications");
+        sqlx::query("NOTIFY eventhost, 'control'")
+            .execute(&mut flooder)
+            .await
+            .expect("send a forged control notification");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(*wakeups.any.borrow(), 0, "no subscription was woken");
+        assert_eq!(
+            *wakeups.control.borrow(),
+            0,
+            "no replay look-up was asked for"
+        );
+
+        let stream = StreamId::new("item", "i-1");
+        let event = NewEvent::new("item.added", serde_json::json!({}));
+        store
+            .append(&stream, ExpectedVersion::Any, &[event])
+            .await
+            .expect("append");
+        woken(&mut wakeups.any).await;
+        assert!(
+            !wakeups.control.has_changed().unwrap_or(true),
+            "an append is not an operator's request"
+        );
+
+        let definition = SubscriptionDefinition {
+            name: "probe.all".to_owned(),
+            filter: Default::default(),
+            start: eventhost_store::Checkpoint::ORIGIN,
+        };
+        store
+            .define_subscriptions("probe", &[definition])
+            .await
+            .expect("define");
+        store.reset("probe.all", 0, false).await.expect("reset");
+        woken(&mut wakeups.control).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the flood was taken in {:?}",
+            started.elapsed()
+        );
+
+        trigger.trigger();
+        drop(store);
+        drop_database(&admin_url, &name).await;
+    }
+
+    #[tokio::test]
+    async fn the_poll_finds_another_process_s_append_and_reset_on_sqlite() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let url = format!("sqlite://{}", dir.path().join("events.db").display());
+        let store = eventhost_store::connect(&url).await.expect("connect");
+        // Another process: a store of its own, whose appends do not signal this one.
+        let other = eventhost_store::connect(&url).await.expect("connect again");
+        let (_trigger, shutdown) = ShutdownTrigger::new();
+        let mut wakeups = listen(&store, Duration::from_millis(20), shutdown)
+            .await
+            .expect("listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*wakeups.any.borrow(), 0, "nothing changed, nobody woken");
+
+        let stream = StreamId::new("item", "i-1");
+        let event = NewEvent::new("item.added", serde_json::json!({}));
+        other
+            .append(&stream, ExpectedVersion::Any, &[event])
+            .await
+            .expect("append");
+        woken(&mut wakeups.any).await;
+
+        let definition = SubscriptionDefinition {
+            name: "probe.all".to_owned(),
+            filter: Default::default(),
+            start: eventhost_store::Checkpoint::ORIGIN,
+        };
+        other
+            .define_subscriptions("probe", &[definition])
+            .await
+            .expect("define");
+        other.reset("probe.all", 0, false).await.expect("reset");
+        woken(&mut wakeups.control).await;
     }
 }

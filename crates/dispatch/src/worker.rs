@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::progress::Progress;
@@ -23,15 +23,15 @@ use super::wakeup::Wakeups;
 use super::{DispatchConfig, Dispatchable};
 use crate::shutdown::Shutdown;
 use eventhost_domain::Event;
-use eventhost_runtime::{Effects, Reads};
+use eventhost_runtime::{Effects, HandleError, Reads};
 use eventhost_store::{
-    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Park, ParkedEvent, PendingAppend,
-    Store, StoreError, SubscriptionStore,
+    BatchCommit, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, Park, ParkedEvent,
+    PendingAppend, Store, StoreError, SubscriptionStore,
 };
 
-/// Longest pause between re-reads after a wake-up that found nothing readable yet (on
-/// PostgreSQL an older transaction may still hold the events back).
-const MAX_EAGER_DELAY: Duration = Duration::from_millis(256);
+/// How long a batch in flight may go on once shutdown is requested; then it is abandoned
+/// (its effects were never committed, so nothing is lost) and the subscription stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// The longest error message the daemon stores and logs for a failed batch; a longer one
 /// (a plugin's error text is the plugin's to choose) is cut, and says so.
@@ -87,32 +87,38 @@ pub(crate) struct Worker {
 /// A `read_batch` running in its own task; aborted when dropped unused.
 pub(crate) struct Prefetch {
     after: Checkpoint,
-    limit: usize,
-    task: JoinHandle<Result<Vec<BatchEntry>, StoreError>>,
+    limit: BatchLimit,
+    task: AbortOnDropHandle<Result<Vec<BatchEntry>, StoreError>>,
 }
 
 impl Prefetch {
-    fn start(store: &Store, filter: &Filter, after: Checkpoint, limit: usize) -> Self {
+    fn start(store: &Store, filter: &Filter, after: Checkpoint, limit: BatchLimit) -> Self {
         let store = store.clone();
         let filter = filter.clone();
         let task = tokio::spawn(async move { store.read_batch(after, &filter, limit).await });
-        Self { after, limit, task }
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.task.abort();
+        Self {
+            after,
+            limit,
+            task: AbortOnDropHandle::new(task),
+        }
     }
 }
 
 enum Step {
     /// Handled a full batch: there may be more to read at once.
     Worked,
-    /// Handled a batch shorter than the batch size: it was everything readable, so the next
-    /// read waits for a wake-up (a notification that came meanwhile is still pending).
+    /// Read everything readable: the next read waits for a wake-up (one that came meanwhile
+    /// is still pending).
     CaughtUp,
-    Idle,
+}
+
+/// What became of one try of a batch.
+#[derive(Debug)]
+enum Attempt {
+    Committed,
+    Failed(Failure),
+    /// Shutdown came and the plugin did not finish within [`SHUTDOWN_GRACE`].
+    Abandoned,
 }
 
 /// What became of a batch (or part of one) given to [`Worker::process`].
@@ -129,12 +135,10 @@ impl Worker {
     /// Runs until shutdown; returns the checkpoint it stopped at.
     pub(crate) async fn run(mut self) -> Checkpoint {
         let mut progress = Progress::new(self.config.progress_interval);
-        let mut eager: Option<Duration> = None;
         while !self.shutdown.is_requested() {
             match self.step(&mut progress).await {
-                Ok(Step::Worked) => eager = None,
-                Ok(Step::CaughtUp) => eager = self.idle(None).await,
-                Ok(Step::Idle) => eager = self.idle(eager).await,
+                Ok(Step::Worked) => {}
+                Ok(Step::CaughtUp) => self.idle().await,
                 Err(error) => self.recover(error).await,
             }
             progress.maybe_report(&self.store, &self.name).await;
@@ -147,20 +151,28 @@ impl Worker {
         self.current = self.slot.load_full();
         let Some(batch_size) = self.current.batch_size(&self.subscription) else {
             // The new version dropped this subscription; the dispatcher is stopping us.
-            return Ok(Step::Idle);
+            return Ok(Step::CaughtUp);
         };
         if self.replay_due() {
             self.replay_parked().await?;
+            if self.shutdown.is_requested() {
+                return Ok(Step::CaughtUp);
+            }
         }
-        let mut batch = self.read_batch(batch_size).await?;
+        let limit = BatchLimit {
+            events: batch_size,
+            bytes: self.config.batch_bytes,
+        };
+        let mut batch = self.read_batch(limit).await?;
         if batch.is_empty() {
             return Ok(if self.adopt_moved_checkpoint().await? {
                 Step::Worked
             } else {
-                Step::Idle
+                Step::CaughtUp
             });
         }
-        let full = batch.len() == batch_size;
+        // Cut short by the limit, it may not be all that is readable.
+        let full = limit.reached(&batch);
         // An event the store cannot read whole never reaches the plugin: the events before
         // it are handled, then it is parked with the reason, and the subscription goes on.
         let defect = batch.iter().position(|entry| entry.defect.is_some());
@@ -176,7 +188,7 @@ impl Worker {
                 &self.store,
                 &self.filter,
                 last.checkpoint,
-                batch_size,
+                limit,
             ));
         }
         if self.process(&batch, true).await? == Handled::Committed {
@@ -199,7 +211,7 @@ impl Worker {
     /// The next batch after the checkpoint: the prefetched one when it was read from here
     /// with this size (a reset, a split that stopped short or a new version's batch size
     /// makes it stale), otherwise a fresh read.
-    async fn read_batch(&mut self, limit: usize) -> Result<Vec<BatchEntry>, StoreError> {
+    async fn read_batch(&mut self, limit: BatchLimit) -> Result<Vec<BatchEntry>, StoreError> {
         if let Some(mut prefetch) = self.prefetch.take()
             && prefetch.after == self.checkpoint
             && prefetch.limit == limit
@@ -216,26 +228,18 @@ impl Worker {
             .await
     }
 
-    /// Waits for something to read: right after a wake-up, re-reads at growing intervals
-    /// (events may be committed but not readable yet); otherwise waits for the next wake-up
-    /// or the fallback poll.
-    async fn idle(&mut self, eager: Option<Duration>) -> Option<Duration> {
-        if let Some(delay) = eager.filter(|delay| *delay <= MAX_EAGER_DELAY) {
-            self.pause(delay).await;
-            return Some(delay * 2);
-        }
-        let poll = self.config.poll_interval;
+    /// Waits for the next wake-up: the dispatcher's one look at the store sends it when
+    /// events became readable or an operator's request came (see `wakeup.rs`).
+    async fn idle(&mut self) {
         tokio::select! {
-            changed = self.wakeups.any.changed() => match changed {
-                Ok(()) => Some(Duration::from_millis(1)),
-                Err(_) => {
-                    // No more wake-ups (the listener stopped): poll, still minding shutdown.
-                    self.pause(poll).await;
-                    None
+            changed = self.wakeups.any.changed() => {
+                if changed.is_err() {
+                    // No more wake-ups (the dispatcher is stopping): poll on our own, still
+                    // minding shutdown.
+                    self.pause(self.config.poll_interval).await;
                 }
-            },
-            _ = tokio::time::sleep(poll) => None,
-            _ = self.shutdown.requested() => None,
+            }
+            _ = self.shutdown.requested() => {}
         }
     }
 
@@ -325,8 +329,9 @@ impl Worker {
         for attempt in 1..=attempts {
             made = attempt;
             match self.attempt(entries).await? {
-                Ok(()) => return Ok(Handled::Committed),
-                Err(failed) => {
+                Attempt::Committed => return Ok(Handled::Committed),
+                Attempt::Abandoned => return Ok(Handled::Abandoned),
+                Attempt::Failed(failed) => {
                     warn!(
                         subscription = %self.name, attempt, size = entries.len(),
                         first_position = entries[0].event.position, error = %failed.message,
@@ -358,10 +363,10 @@ impl Worker {
     }
 
     /// One try: run the plugin on `entries`, commit on success. `Err` is a store failure
-    /// the caller cannot fix by retrying the batch; `Ok(Err)` is a batch failure.
-    async fn attempt(&mut self, entries: &[BatchEntry]) -> Result<Result<(), Failure>, StoreError> {
+    /// the caller cannot fix by retrying the batch.
+    async fn attempt(&mut self, entries: &[BatchEntry]) -> Result<Attempt, StoreError> {
         let Some(last) = entries.last() else {
-            return Ok(Ok(()));
+            return Ok(Attempt::Committed);
         };
         let span = debug_span!(
             "batch",
@@ -381,8 +386,9 @@ impl Worker {
         span.record(
             "outcome",
             match &outcome {
-                Ok(Ok(())) => "committed",
-                Ok(Err(_)) => "failed",
+                Ok(Attempt::Committed) => "committed",
+                Ok(Attempt::Failed(_)) => "failed",
+                Ok(Attempt::Abandoned) => "abandoned",
                 Err(_) => "store error",
             },
         );
@@ -394,26 +400,44 @@ impl Worker {
         &mut self,
         entries: &[BatchEntry],
         to: Checkpoint,
-    ) -> Result<Result<(), Failure>, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         let events: Vec<Event> = entries.iter().map(|entry| entry.event.clone()).collect();
-        let effects = match self
-            .current
-            .handler
-            .handle(&self.subscription, &events, Arc::clone(&self.reads))
-            .await
-        {
-            Ok(effects) => effects,
-            Err(error) => {
-                return Ok(Err(Failure::new(error.to_string(), error.is_retryable())));
+        let effects = match self.run_plugin(&events).await {
+            Some(Ok(effects)) => effects,
+            Some(Err(error)) => {
+                let failure = Failure::new(error.to_string(), error.is_retryable());
+                return Ok(Attempt::Failed(failure));
             }
+            None => return Ok(Attempt::Abandoned),
         };
         let commit = commit_for(&self.name, self.checkpoint, to, effects);
         match self.store.commit_batch(&commit).await {
             Ok(()) => {
                 self.checkpoint = commit.to;
-                Ok(Ok(()))
+                Ok(Attempt::Committed)
             }
-            Err(error) => commit_failure(error),
+            Err(error) => commit_failure(error).map(Attempt::Failed),
+        }
+    }
+
+    /// Runs the plugin on `events`; `None` if shutdown came and the plugin did not finish
+    /// within [`SHUTDOWN_GRACE`] (the call is then cancelled at its guest's next yield).
+    async fn run_plugin(&self, events: &[Event]) -> Option<Result<Effects, HandleError>> {
+        let call = self
+            .current
+            .handler
+            .handle(&self.subscription, events, Arc::clone(&self.reads));
+        let mut shutdown = self.shutdown.clone();
+        let grace_over = async move {
+            shutdown.requested().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            outcome = call => Some(outcome),
+            () = grace_over => {
+                warn!(subscription = %self.name, "abandoning the batch in flight: shutdown, and the plugin did not finish in time");
+                None
+            }
         }
     }
 
@@ -443,15 +467,10 @@ impl Worker {
     /// with the effects, in one commit; a failure stays parked with the new error.
     async fn replay_parked(&mut self) -> Result<(), StoreError> {
         for (parked, event) in self.store.replay_requests(&self.name).await? {
-            let outcome = self
-                .current
-                .handler
-                .handle(
-                    &self.subscription,
-                    std::slice::from_ref(&event),
-                    Arc::clone(&self.reads),
-                )
-                .await;
+            let Some(outcome) = self.run_plugin(std::slice::from_ref(&event)).await else {
+                // Shutdown: the request stays, to be replayed by the next run.
+                return Ok(());
+            };
             let failure = match outcome {
                 Ok(effects) => {
                     let mut commit =
@@ -462,10 +481,7 @@ impl Worker {
                             info!(subscription = %self.name, event_id = %event.id, "replayed a parked event");
                             continue;
                         }
-                        Err(error) => match commit_failure(error)? {
-                            Ok(()) => continue,
-                            Err(failure) => failure,
-                        },
+                        Err(error) => commit_failure(error)?,
                     }
                 }
                 Err(error) => Failure::new(error.to_string(), false),
@@ -514,12 +530,12 @@ fn backoff(config: &DispatchConfig, attempt: u32) -> Duration {
 
 /// A commit error that is the batch's fault (its emitted events) becomes a batch failure;
 /// anything else is the store's.
-fn commit_failure(error: StoreError) -> Result<Result<(), Failure>, StoreError> {
+fn commit_failure(error: StoreError) -> Result<Failure, StoreError> {
     match error {
-        StoreError::Conflict { .. } => Ok(Err(Failure::new(error.to_string(), true))),
+        StoreError::Conflict { .. } => Ok(Failure::new(error.to_string(), true)),
         StoreError::PartialDuplicate { .. }
         | StoreError::PayloadTooLarge { .. }
-        | StoreError::Invalid(_) => Ok(Err(Failure::new(error.to_string(), false))),
+        | StoreError::Invalid(_) => Ok(Failure::new(error.to_string(), false)),
         other => Err(other),
     }
 }
@@ -551,6 +567,8 @@ mod tests {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             progress_interval: Duration::from_secs(10),
+            max_subscriptions: 1000,
+            batch_bytes: 16 << 20,
         };
         let pauses: Vec<u128> = (1..=8)
             .map(|attempt| backoff(&config, attempt).as_millis())

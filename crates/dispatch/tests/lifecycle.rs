@@ -150,6 +150,8 @@ impl Fixture {
             backoff_base: Duration::from_millis(1),
             backoff_max: Duration::from_millis(4),
             progress_interval: Duration::from_secs(60),
+            max_subscriptions: 1000,
+            batch_bytes: 16 << 20,
         }
     }
 
@@ -599,4 +601,22 @@ impl Handler for NulWriter {
 
 fn uuid_text() -> String {
     format!("00000000-0000-7000-8000-{:012x}", std::process::id())
+}
+
+#[tokio::test]
+async fn a_batch_cut_short_by_its_bytes_is_followed_at_once_by_the_rest() {
+    let fixture = Fixture::new().await;
+    fixture.append("item", 5).await;
+    let probe = Arc::new(Probe::new("1", vec![spec("all", &[], 100)]));
+    let mut config = fixture.config();
+    // Every event reaches the bound; and no poll comes to move the subscription on.
+    config.batch_bytes = 1;
+    config.poll_interval = Duration::from_secs(3600);
+    let mut dispatcher = Dispatcher::start(fixture.store.clone(), config)
+        .await
+        .unwrap();
+    dispatcher.install(dispatchable(&probe)).await.unwrap();
+    fixture.until_counted("all", 5).await;
+    dispatcher.stop().await;
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 5, "one event per batch");
 }

@@ -113,6 +113,23 @@ pub struct Event {
     pub recorded_at: DateTime<Utc>,
 }
 
+impl Event {
+    /// The bytes of the event's text (names, payload, metadata): what holding it costs,
+    /// give or take a fixed overhead. Caps on what the daemon holds count these.
+    pub fn text_bytes(&self) -> usize {
+        let metadata: usize = self
+            .metadata
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        self.aggregate_type.len()
+            + self.aggregate_id.len()
+            + self.event_type.len()
+            + self.payload.as_str().len()
+            + metadata
+    }
+}
+
 /// A stored event's payload: valid JSON kept as its text, so events go from the store to a
 /// plugin (which takes text) without being parsed into a tree and printed again. Two payloads
 /// are equal when their JSON values are, whatever their spacing or key order.

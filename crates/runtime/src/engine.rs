@@ -2,9 +2,10 @@
 //! pooling instance allocator.
 //!
 //! In the daemon a guest is stopped by epoch interruption: a timer thread ticks the engine's
-//! epoch every [`EPOCH_TICK`] while a guest runs and each batch's store traps past its
-//! deadline. The thread stops when the last holder of the engine (the `Runtime` and the
-//! plugins it loaded) is dropped. In deterministic mode (the harness) fuel is counted instead,
+//! epoch every [`EPOCH_TICK`] while a guest runs; at each tick a running guest is charged the
+//! time it ran (`budget.rs`), traps once its budget is spent, and otherwise yields its thread
+//! to the other calls waiting for one. The thread stops when the last holder of the engine
+//! (the `Runtime` and the plugins it loaded) is dropped. In deterministic mode (the harness) fuel is counted instead,
 //! so the same batch stops at the same instruction on every machine.
 //!
 //! The pool is sized for about 50 plugins running up to [`PoolSize::instances`] batches at
@@ -19,7 +20,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::error::RuntimeError;
 
-/// How often the epoch advances: the resolution of the per-batch time limit.
+/// How often the epoch advances: the resolution of the per-batch time limit and the slice a
+/// guest runs before it yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// How a running guest is stopped.

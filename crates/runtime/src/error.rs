@@ -22,6 +22,8 @@ pub enum RuntimeError {
     },
     #[error("cannot start the epoch timer thread: {0}")]
     Ticker(std::io::Error),
+    #[error("cannot start the threads plugins run on: {0}")]
+    Guests(std::io::Error),
 }
 
 /// A file could not become a [`Plugin`](super::Plugin).

@@ -2,17 +2,24 @@
 //!
 //! Nothing here touches the database: writes go to the batch's buffer ([`BatchState`]),
 //! reads go to [`Reads`] (committed data) layered under the batch's own writes, each read
-//! bounded by the plugin's host-call timeout. During `describe` only `log` works.
+//! run on the caller's runtime (not the guest threads) and bounded there by the plugin's
+//! host-call timeout, which so measures the read, not a wait for a busy thread. During
+//! `describe` only `log` works.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::runtime::Handle;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Host, new_event_from_wit, wit};
+use super::budget::Budget;
 use super::effects::{Effects, Emit, LogLevel};
+use super::executor::spawn_on;
 use super::limits::{Limits, StoreLimiter};
 use super::output::LogSink;
 use super::reads::{ReadError, Reads};
@@ -21,6 +28,15 @@ use eventhost_domain::{Event, Metadata, NewEvent, StoreLimits, StreamId, Version
 /// The most entries one `state-scan` or `read-stream` returns.
 const MAX_PAGE: u32 = 1000;
 
+/// How many events a `read-stream` first asks the store for: most streams are shorter, and
+/// take one read.
+const FIRST_READ_CHUNK: usize = 16;
+
+/// About how many bytes of events a `read-stream` asks the store for at once after its first
+/// read (sized by the events' average so far): what the daemon holds for a call beyond what
+/// it already charged to the batch.
+const READ_CHUNK_BYTES: usize = 4 << 20;
+
 /// The data of one `Store`: one `describe` or one `handle` call.
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -28,6 +44,8 @@ pub(crate) struct HostState {
     pub(crate) limiter: StoreLimiter,
     pub(crate) logs: LogSink,
     batch: Option<BatchState>,
+    /// What the call may still run; set as the call starts running.
+    pub(crate) budget: Option<Budget>,
 }
 
 impl HostState {
@@ -43,6 +61,7 @@ impl HostState {
             limiter,
             logs,
             batch,
+            budget: None,
         }
     }
 
@@ -88,6 +107,8 @@ impl WasiView for HostState {
 pub(crate) struct BatchState {
     namespace: String,
     reads: Arc<dyn Reads>,
+    /// The runtime the batch was started from, where its reads run.
+    host: Handle,
     limits: Limits,
     /// The caps of the store the batch's effects commit to.
     store_limits: StoreLimits,
@@ -99,6 +120,7 @@ pub(crate) struct BatchState {
     emitted_bytes: u64,
     state: BTreeMap<String, Option<String>>,
     state_written: u64,
+    read_bytes: u64,
     cap_hit: Option<String>,
 }
 
@@ -114,6 +136,7 @@ impl BatchState {
         Self {
             namespace,
             reads,
+            host: Handle::current(),
             limits,
             store_limits,
             inherited: inherited_metadata(batch),
@@ -123,24 +146,32 @@ impl BatchState {
             emitted_bytes: 0,
             state: BTreeMap::new(),
             state_written: 0,
+            read_bytes: 0,
             cap_hit: None,
         }
     }
 
-    /// Awaits a read, turning a failure or a timeout into `unavailable` for the guest.
-    async fn read<T>(
+    /// Runs a read on the host's runtime, turning a failure or a timeout into `unavailable`
+    /// for the guest.
+    async fn read<T: Send + 'static>(
         &self,
         what: &str,
-        read: impl Future<Output = Result<T, ReadError>>,
+        read: impl FnOnce(Arc<dyn Reads>) -> BoxFuture<'static, Result<T, ReadError>>,
     ) -> Result<T, wit::HostError> {
-        match tokio::time::timeout(self.limits.host_call_timeout(), read).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(wit::HostError::Unavailable(format!(
+        let timeout = self.limits.host_call_timeout();
+        let read = read(Arc::clone(&self.reads));
+        let outcome = spawn_on(&self.host, tokio::time::timeout(timeout, read)).await;
+        match outcome {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(error))) => Err(wit::HostError::Unavailable(format!(
                 "{what} failed: {error}"
             ))),
-            Err(_) => Err(wit::HostError::Unavailable(format!(
+            Ok(Err(_)) => Err(wit::HostError::Unavailable(format!(
                 "{what} timed out after {} ms",
                 self.limits.host_call_timeout_ms
+            ))),
+            Err(error) => Err(wit::HostError::Unavailable(format!(
+                "{what} ended abnormally: {error}"
             ))),
         }
     }
@@ -181,10 +212,10 @@ impl BatchState {
         let actual = match self.versions.get(&stream) {
             Some(version) => *version,
             None => {
-                self.read(
-                    "reading the stream's version",
-                    self.reads.stream_version(&stream),
-                )
+                let read = stream.clone();
+                self.read("reading the stream's version", move |reads| {
+                    async move { reads.stream_version(&read).await }.boxed()
+                })
                 .await?
             }
         };
@@ -195,7 +226,7 @@ impl BatchState {
                 actual,
             }));
         }
-        self.charge_emit(&events)?;
+        self.charge_emit(&stream, &events)?;
         let version = actual + events.len() as u64;
         self.versions.insert(stream.clone(), version);
         self.emitted.push(Emit {
@@ -229,13 +260,22 @@ impl BatchState {
             .collect()
     }
 
-    fn charge_emit(&mut self, events: &[NewEvent]) -> Result<(), wit::HostError> {
+    fn charge_emit(
+        &mut self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<(), wit::HostError> {
         let count = self.emitted_events + events.len() as u64;
         if count > self.limits.emitted_events {
             let cap = self.limits.emitted_events;
             return Err(self.exceed(format!("more than {cap} events emitted in one batch")));
         }
-        let bytes = self.emitted_bytes + events.iter().map(event_bytes).sum::<u64>();
+        let stream_bytes = (stream.aggregate_type.len() + stream.aggregate_id.len()) as u64;
+        let bytes = self.emitted_bytes
+            + events
+                .iter()
+                .map(|event| event_bytes(event) + stream_bytes)
+                .sum::<u64>();
         if bytes > self.limits.emitted_bytes {
             let cap = self.limits.emitted_bytes;
             return Err(self.exceed(format!("more than {cap} bytes emitted in one batch")));
@@ -282,6 +322,10 @@ impl BatchState {
                 "more than {cap} bytes of state written in one batch"
             )));
         }
+        if !self.state.contains_key(&key) && self.state.len() as u64 >= self.limits.state_keys {
+            let cap = self.limits.state_keys;
+            return Err(self.exceed(format!("more than {cap} state keys written in one batch")));
+        }
         self.state_written = written;
         self.state.insert(key, value);
         Ok(())
@@ -292,8 +336,11 @@ impl BatchState {
         if let Some(value) = self.state.get(&key) {
             return Ok(value.clone());
         }
-        self.read("reading state", self.reads.state_get(&self.namespace, &key))
-            .await
+        let namespace = self.namespace.clone();
+        self.read("reading state", move |reads| {
+            async move { reads.state_get(&namespace, &key).await }.boxed()
+        })
+        .await
     }
 
     /// Committed entries merged with the batch's writes: pages of committed entries are read
@@ -308,12 +355,17 @@ impl BatchState {
         let mut found = Vec::new();
         let mut cursor = start_after;
         while found.len() < limit as usize {
+            let (namespace, scanned, after) =
+                (self.namespace.clone(), prefix.clone(), cursor.clone());
             let page = self
-                .read(
-                    "scanning state",
-                    self.reads
-                        .state_scan(&self.namespace, &prefix, cursor.as_deref(), limit),
-                )
+                .read("scanning state", move |reads| {
+                    async move {
+                        reads
+                            .state_scan(&namespace, &scanned, after.as_deref(), limit)
+                            .await
+                    }
+                    .boxed()
+                })
                 .await?;
             let exhausted = page.len() < limit as usize;
             let upper = if exhausted {
@@ -358,20 +410,54 @@ impl BatchState {
         merged
     }
 
+    /// At most `limit` events from `from_version`, read in chunks whose bytes are charged
+    /// to the batch's `read_bytes` cap as they arrive: a stream of large events fails the
+    /// batch at its cap rather than filling the daemon's memory.
     async fn read_stream(
-        &self,
+        &mut self,
         stream: StreamId,
         from_version: u64,
         limit: u32,
     ) -> Result<Vec<wit::Event>, wit::HostError> {
-        let limit = limit.min(MAX_PAGE);
-        let events = self
-            .read(
-                "reading the stream",
-                self.reads.read_stream(&stream, from_version, limit),
-            )
-            .await?;
-        Ok(events.iter().map(wit::Event::from).collect())
+        let limit = limit.min(MAX_PAGE) as usize;
+        let mut events: Vec<wit::Event> = Vec::new();
+        let mut bytes = 0;
+        let mut next = from_version;
+        let mut ask = limit.min(FIRST_READ_CHUNK);
+        while ask > 0 {
+            let read = stream.clone();
+            let chunk = self
+                .read("reading the stream", move |reads| {
+                    async move { reads.read_stream(&read, next, ask as u32).await }.boxed()
+                })
+                .await?;
+            let exhausted = chunk.len() < ask;
+            for event in chunk {
+                let size = event.text_bytes();
+                self.charge_read(size)?;
+                bytes += size;
+                next = event.version + 1;
+                events.push(wit::Event::from(&event));
+            }
+            if exhausted {
+                break;
+            }
+            let average = (bytes / events.len().max(1)).max(1);
+            ask = (READ_CHUNK_BYTES / average)
+                .max(1)
+                .min(limit - events.len());
+        }
+        Ok(events)
+    }
+
+    fn charge_read(&mut self, bytes: usize) -> Result<(), wit::HostError> {
+        let read = self.read_bytes + bytes as u64;
+        if read > self.limits.read_bytes {
+            let cap = self.limits.read_bytes;
+            return Err(self.exceed(format!("more than {cap} bytes of events read in one batch")));
+        }
+        self.read_bytes = read;
+        Ok(())
     }
 }
 

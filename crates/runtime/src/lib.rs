@@ -8,10 +8,12 @@
 //! in a fresh instance under [`Limits`] and returns its [`Effects`] for the caller to commit.
 
 mod bindings;
+mod budget;
 mod cache;
 mod effects;
 mod engine;
 mod error;
+mod executor;
 mod file;
 mod host;
 mod info;
@@ -34,6 +36,7 @@ pub use cache::CacheOutcome;
 pub use effects::{Effects, Emit, LogLevel, LogLine, LogSource};
 pub use engine::{EPOCH_TICK, Interruption, PoolSize};
 pub use error::{HandleError, LoadError, RuntimeError};
+pub use executor::GuestPool;
 pub use file::{FileError, FileRules};
 pub use info::{MAX_BATCH_SIZE, PluginInfo, StartFrom, SubscriptionSpec};
 pub use limits::Limits;
@@ -46,6 +49,7 @@ pub use sidecar::{
 use bindings::{Handler, HandlerPre};
 use cache::ArtifactCache;
 use engine::EpochTicker;
+use executor::Executor;
 use file::read_file;
 use host::HostState;
 use sandbox::Randomness;
@@ -61,6 +65,9 @@ pub struct RuntimeConfig {
     pub interruption: Interruption,
     /// The pooling allocator's size; `None` allocates on demand.
     pub pool: Option<PoolSize>,
+    /// The threads plugin calls run on, apart from the caller's; `None` runs them on the
+    /// caller's runtime.
+    pub guests: Option<GuestPool>,
     /// Where compiled artifacts are cached; `None` compiles on every load.
     pub cache_dir: Option<PathBuf>,
     /// Seeded (repeatable) randomness instead of the host's.
@@ -76,6 +83,7 @@ impl RuntimeConfig {
         Self {
             interruption: Interruption::Epoch,
             pool: Some(PoolSize::default()),
+            guests: Some(GuestPool::default()),
             cache_dir: Some(cache_dir.into()),
             seeded_random: false,
             store_limits: StoreLimits::default(),
@@ -87,6 +95,7 @@ impl RuntimeConfig {
         Self {
             interruption: Interruption::Fuel,
             pool: None,
+            guests: None,
             cache_dir,
             seeded_random: true,
             store_limits: StoreLimits::default(),
@@ -103,6 +112,7 @@ pub(crate) struct Shared {
     randomness: Randomness,
     pool: Option<PoolSize>,
     ticker: Option<EpochTicker>,
+    executor: Executor,
     store_limits: StoreLimits,
 }
 
@@ -133,6 +143,7 @@ impl Runtime {
             Interruption::Epoch => Some(EpochTicker::start(&engine)?),
             Interruption::Fuel => None,
         };
+        let executor = Executor::new(config.guests.as_ref())?;
         let randomness = if config.seeded_random {
             Randomness::Seeded
         } else {
@@ -146,6 +157,7 @@ impl Runtime {
             randomness,
             pool: config.pool,
             ticker,
+            executor,
             store_limits: config.store_limits,
         };
         Ok(Self {

@@ -37,7 +37,8 @@ pub struct Limits {
     pub memories: u32,
     /// Events emitted in one batch. Default 10 000.
     pub emitted_events: u64,
-    /// Bytes emitted in one batch (event types, payloads and metadata). Default 16 MiB.
+    /// Bytes emitted in one batch (stream ids, event types, payloads and metadata, as each
+    /// event row stores them). Default 16 MiB.
     pub emitted_bytes: u64,
     /// Bytes of one emitted event's payload. Default 1 MiB.
     pub payload_bytes: u64,
@@ -50,8 +51,13 @@ pub struct Limits {
     pub state_key_bytes: u64,
     /// Bytes of one state value. Default 1 MiB.
     pub state_value_bytes: u64,
-    /// Bytes of state written (keys plus values) in one batch. Default 64 MiB.
+    /// Bytes of state written (keys plus values) in one batch. Default 16 MiB.
     pub state_written_bytes: u64,
+    /// Distinct state keys written (set or deleted) in one batch, so that one batch's commit
+    /// stays short. Default 10 000.
+    pub state_keys: u64,
+    /// Bytes of events one batch reads with `read-stream`. Default 64 MiB.
+    pub read_bytes: u64,
 }
 
 impl Default for Limits {
@@ -72,7 +78,9 @@ impl Default for Limits {
             log_line_bytes: 4 * KIB,
             state_key_bytes: KIB,
             state_value_bytes: MIB,
-            state_written_bytes: 64 * MIB,
+            state_written_bytes: 16 * MIB,
+            state_keys: 10_000,
+            read_bytes: 64 * MIB,
         }
     }
 }

@@ -7,14 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Shared;
-use super::bindings::{Handler, HandlerPre, wit};
+use super::bindings::{HandlerPre, wit};
+use super::budget::Budget;
 use super::cache::CacheOutcome;
 use super::effects::{Effects, LogLine};
-use super::engine::{EPOCH_TICK, EpochTicker, Interruption};
+use super::engine::{EpochTicker, Interruption};
 use super::error::HandleError;
+use super::executor::PluginGate;
 use super::host::{BatchState, HostState};
 use super::info::PluginInfo;
 use super::limits::{Limits, StoreLimiter};
@@ -26,6 +28,11 @@ use eventhost_domain::Event;
 /// How long past its time limit a call may go before it is abandoned even if it is inside a
 /// host call (epoch interruption only stops guest code).
 const GRACE: Duration = Duration::from_secs(1);
+
+/// How many times its time limit a call may take in wall time, waiting for threads
+/// included, before it is abandoned whatever held it up: a guest's budget counts the time
+/// it runs, not the time it waits for a turn (see `budget.rs`).
+const WALL_FACTOR: u32 = 4;
 
 /// In fuel mode, how many times its time limit a call may take in wall time before it is
 /// abandoned: generous, so that fuel (deterministic) and not the machine's speed decides.
@@ -47,6 +54,8 @@ pub struct Plugin {
     pre: HandlerPre<HostState>,
     limits: Limits,
     cache: CacheOutcome,
+    /// Where the plugin's calls queue for a guest thread.
+    gate: PluginGate,
     shared: Arc<Shared>,
 }
 
@@ -72,6 +81,7 @@ impl Plugin {
             pre,
             limits,
             cache,
+            gate: shared.executor.plugin_gate(),
             shared,
         }
     }
@@ -130,16 +140,20 @@ impl Plugin {
             self.shared.store_limits,
             batch,
         );
-        let mut store = self
+        let store = self
             .store(logs.clone(), Some(state))
             .map_err(|error| failed(error, &logs))?;
-        let events: Vec<wit::Event> = batch.iter().map(wit::Event::from).collect();
-        let returned = call(
+        let request = Request::Handle {
+            subscription: subscription.to_owned(),
+            events: batch.iter().map(wit::Event::from).collect(),
+        };
+        let (store, answer) = call(
             &self.shared,
             &self.pre,
             &self.limits,
-            &mut store,
-            async |handler, store| handler.call_handle(store, subscription, &events).await,
+            &self.gate,
+            store,
+            request,
         )
         .await
         .map_err(|error| failed(error, &logs))?;
@@ -151,7 +165,7 @@ impl Plugin {
             };
             return Err(failed(error, &logs));
         }
-        if let Err(error) = returned {
+        if let Answer::Handled(Err(error)) = answer {
             let error = HandleError::Handler {
                 message: error.message,
                 retryable: error.retryable,
@@ -177,7 +191,8 @@ fn failed(error: HandleError, logs: &LogSink) -> FailedBatch {
     }
 }
 
-/// Calls `describe` on a fresh instance; only `log` works during the call.
+/// Calls `describe` on a fresh instance, under the plugin's limits like a batch; only `log`
+/// works during the call.
 pub(crate) async fn describe(
     shared: &Arc<Shared>,
     pre: &HandlerPre<HostState>,
@@ -185,11 +200,28 @@ pub(crate) async fn describe(
     label: &str,
 ) -> Result<wit::PluginInfo, HandleError> {
     let logs = LogSink::new(Arc::from(label), None, limits);
-    let mut store = new_store(shared, limits, logs, None)?;
-    call(shared, pre, limits, &mut store, async |handler, store| {
-        handler.call_describe(store).await
-    })
-    .await
+    let store = new_store(shared, limits, logs, None)?;
+    match call(shared, pre, limits, &None, store, Request::Describe).await? {
+        (_, Answer::Described(info)) => Ok(info),
+        (_, Answer::Handled(_)) => Err(HandleError::Host {
+            message: "`describe` answered as `handle`".to_owned(),
+        }),
+    }
+}
+
+/// What one call asks of the guest.
+enum Request {
+    Describe,
+    Handle {
+        subscription: String,
+        events: Vec<wit::Event>,
+    },
+}
+
+/// What the guest answered.
+enum Answer {
+    Described(wit::PluginInfo),
+    Handled(Result<(), wit::HandlerError>),
 }
 
 /// A store for one call, with the limiter and the time (or fuel) budget in place.
@@ -205,13 +237,18 @@ fn new_store(
     store.limiter(|state| &mut state.limiter);
     match shared.interruption {
         Interruption::Epoch => {
-            let ticks = limits
-                .time_per_batch()
-                .as_millis()
-                .div_ceil(EPOCH_TICK.as_millis())
-                + 1;
-            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-            store.epoch_deadline_trap();
+            // At every tick the guest's run is charged to its budget; past the budget it
+            // traps, otherwise it yields to the other calls waiting for a guest thread.
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|mut context| {
+                let Some(budget) = context.data_mut().budget.as_mut() else {
+                    return Ok(UpdateDeadline::Continue(1));
+                };
+                if budget.charge() {
+                    return Ok(UpdateDeadline::Interrupt);
+                }
+                Ok(UpdateDeadline::YieldCustom(1, budget.yield_turn()))
+            });
         }
         Interruption::Fuel => {
             store
@@ -224,30 +261,51 @@ fn new_store(
     Ok(store)
 }
 
-/// Instantiates the plugin in `store` and runs `body` on it within its wall-time budget; any
-/// failure is classified into a [`HandleError`].
-async fn call<R>(
+/// Instantiates the plugin in `store` and runs `request` on it, on the runtime's guest
+/// threads once `gate` admits it, within its time budget; any failure is classified into a
+/// [`HandleError`]. The store comes back with the answer: it holds the call's effects and
+/// logs.
+async fn call(
     shared: &Shared,
     pre: &HandlerPre<HostState>,
     limits: &Limits,
-    store: &mut Store<HostState>,
-    body: impl AsyncFnOnce(Handler, &mut Store<HostState>) -> wasmtime::Result<R>,
-) -> Result<R, HandleError> {
-    let _ticking = shared.ticker.as_ref().map(EpochTicker::ticking);
+    gate: &PluginGate,
+    mut store: Store<HostState>,
+    request: Request,
+) -> Result<(Store<HostState>, Answer), HandleError> {
+    let ticking = shared.ticker.as_ref().map(EpochTicker::ticking);
     let wall_budget = match shared.interruption {
-        Interruption::Epoch => limits.time_per_batch() + GRACE,
+        Interruption::Epoch => limits.time_per_batch() * WALL_FACTOR + GRACE,
         Interruption::Fuel => limits.time_per_batch() * FUEL_WALL_FACTOR,
     };
-    let outcome = tokio::time::timeout(wall_budget, async {
-        let handler = pre.instantiate_async(&mut *store).await?;
-        body(handler, &mut *store).await
-    })
-    .await;
-    match outcome {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(classify(&error, store, limits)),
-        Err(_elapsed) => Err(HandleError::time(limits.time_per_batch())),
-    }
+    let (pre, limits) = (pre.clone(), limits.clone());
+    let guest = async move {
+        let _ticking = ticking;
+        store.data_mut().budget = Some(Budget::start(limits.time_per_batch()));
+        let outcome = tokio::time::timeout(wall_budget, async {
+            let handler = pre.instantiate_async(&mut store).await?;
+            match request {
+                Request::Describe => handler
+                    .call_describe(&mut store)
+                    .await
+                    .map(Answer::Described),
+                Request::Handle {
+                    subscription,
+                    events,
+                } => handler
+                    .call_handle(&mut store, &subscription, &events)
+                    .await
+                    .map(Answer::Handled),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(answer)) => Ok((store, answer)),
+            Ok(Err(error)) => Err(classify(&error, &store, &limits)),
+            Err(_elapsed) => Err(HandleError::time(limits.time_per_batch())),
+        }
+    };
+    shared.executor.run(gate, guest).await?
 }
 
 fn classify(error: &wasmtime::Error, store: &Store<HostState>, limits: &Limits) -> HandleError {

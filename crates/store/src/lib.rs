@@ -16,7 +16,7 @@ use std::future::Future;
 
 pub use error::StoreError;
 pub use plugins::{PluginRecord, PluginRecords};
-pub use postgres::{CONTROL_NOTIFICATION, NOTIFY_CHANNEL, Notification, Notifications, PgStore};
+pub use postgres::{NOTIFY_CHANNEL, Notifications, PgStore};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{
     BatchCommit, DefinedSubscription, Park, ParkedEvent, ParkedSelection, PendingAppend,
@@ -38,6 +38,60 @@ pub struct BatchEntry {
     /// version, type and time, with an empty payload and metadata: the dispatcher parks it
     /// with this reason instead of giving it to a plugin.
     pub defect: Option<String>,
+}
+
+/// How much one `read_batch` may return: at most `events` events, and no event after the
+/// one that brings their text (names, payload, metadata) to `bytes`, so the daemon holds a
+/// bounded amount for a batch however large its events are. A plain number bounds the events
+/// only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimit {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl From<usize> for BatchLimit {
+    fn from(events: usize) -> Self {
+        Self {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+impl BatchLimit {
+    /// Whether `entries`, read under this limit, may have been cut short by it: if not, they
+    /// were everything readable.
+    pub fn reached(&self, entries: &[BatchEntry]) -> bool {
+        entries.len() >= self.events
+            || entries
+                .iter()
+                .map(|entry| entry.event.text_bytes())
+                .fold(0usize, usize::saturating_add)
+                >= self.bytes
+    }
+}
+
+/// Decodes rows from `rows` into entries until `bytes` of event text are held; the rows
+/// after are never decoded (the query's `LIMIT` already bounds their number).
+async fn collect_batch<R>(
+    rows: impl futures::Stream<Item = Result<R, sqlx::Error>>,
+    bytes: usize,
+    decode: impl Fn(&R) -> Result<BatchEntry, StoreError>,
+) -> Result<Vec<BatchEntry>, StoreError> {
+    use futures::TryStreamExt;
+    let mut rows = std::pin::pin!(rows);
+    let mut entries = Vec::new();
+    let mut held = 0usize;
+    while let Some(row) = rows.try_next().await? {
+        let entry = decode(&row)?;
+        held = held.saturating_add(entry.event.text_bytes());
+        entries.push(entry);
+        if held >= bytes {
+            break;
+        }
+    }
+    Ok(entries)
 }
 
 /// The operations every store offers.
@@ -81,13 +135,13 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
 
-    /// The next events after `after` that match `filter`, at most `limit`, in the gap-free
+    /// The next events after `after` that match `filter`, within `limit`, in the gap-free
     /// subscription order.
     fn read_batch(
         &self,
         after: Checkpoint,
         filter: &Filter,
-        limit: usize,
+        limit: impl Into<BatchLimit> + Send,
     ) -> impl Future<Output = Result<Vec<BatchEntry>, StoreError>> + Send;
 
     /// The checkpoint after every event `read_batch` can return now: where a subscription
@@ -102,7 +156,33 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
+/// Calls the same method on either store, naming the operation in a database error.
+macro_rules! delegate {
+    ($self:ident, $operation:literal, $store:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($store) => $call.await,
+            Store::Sqlite($store) => $call.await,
+        }
+        .map_err(|error: StoreError| error.during($operation))
+    };
+}
+
+/// What one poll of the store sees: when it changes, idle subscriptions may have something
+/// to do. One query, whatever the number of subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pulse {
+    /// The checkpoint after every event readable now.
+    pub head: Checkpoint,
+    /// Raised by every operator request a running daemon must notice (a reset, a replay).
+    pub control: u64,
+}
+
 impl Store {
+    /// The head of the log and the operators' control counter.
+    pub async fn pulse(&self) -> Result<Pulse, StoreError> {
+        delegate!(self, "polling the store", store => store.pulse())
+    }
+
     /// The limits this store enforces on appended input.
     pub fn limits(&self) -> StoreLimits {
         match self {
@@ -130,17 +210,6 @@ pub async fn connect_with(database_url: &str, limits: StoreLimits) -> Result<Sto
     } else {
         Err(StoreError::UnsupportedUrl)
     }
-}
-
-/// Calls the same method on either store, naming the operation in a database error.
-macro_rules! delegate {
-    ($self:ident, $operation:literal, $store:ident => $call:expr) => {
-        match $self {
-            Store::Postgres($store) => $call.await,
-            Store::Sqlite($store) => $call.await,
-        }
-        .map_err(|error: StoreError| error.during($operation))
-    };
 }
 
 impl EventStore for Store {
@@ -183,8 +252,9 @@ impl EventStore for Store {
         &self,
         after: Checkpoint,
         filter: &Filter,
-        limit: usize,
+        limit: impl Into<BatchLimit> + Send,
     ) -> Result<Vec<BatchEntry>, StoreError> {
+        let limit = limit.into();
         delegate!(self, "reading a subscription's batch", store => store.read_batch(after, filter, limit))
     }
 

@@ -14,45 +14,34 @@ use sqlx::types::Json;
 use sqlx::{Connection, Row};
 
 use super::{
-    Appended, AppendedEvent, BatchEntry, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, StoreError, StoreLimits, from_sql_int, prepare_all, sql_int, sql_limit,
+    Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
+    PreparedEvent, Pulse, StoreError, StoreLimits, collect_batch, from_sql_int, prepare_all,
+    sql_int, sql_limit,
 };
 use eventhost_domain::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
 
 /// The channel `eventhost.append()` notifies on commit; the daemon listens on it.
 pub const NOTIFY_CHANNEL: &str = "eventhost";
 
-/// The payload of a notification that asks for more than a read: an operator's request to
-/// replay parked events. Appends notify with an empty payload.
-pub const CONTROL_NOTIFICATION: &str = "control";
-
-/// What a notification on [`NOTIFY_CHANNEL`] says. Either is only a hint: anyone who may
-/// connect can send one, so a receiver looks for itself what changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notification {
-    /// Events may have been appended.
-    Appended,
-    /// An operator asked for more than a read (a replay of parked events).
-    Control,
-}
-
-/// The store's notifications, on a connection of their own.
+/// The store's notifications, on a connection of their own. A notification is only a hint
+/// that something may have changed: anyone who may connect can send one, so a receiver
+/// looks for itself what changed ([`Store::pulse`](crate::Store::pulse)).
 pub struct Notifications(PgListener);
 
 impl Notifications {
-    /// The next notification. An error means the connection dropped: notifications sent
-    /// meanwhile are lost, and the next call reconnects.
-    pub async fn recv(&mut self) -> Result<Notification, StoreError> {
-        let notification = self
-            .0
+    /// Waits for the next notification. An error means the connection dropped:
+    /// notifications sent meanwhile are lost, and the next call reconnects.
+    pub async fn recv(&mut self) -> Result<(), StoreError> {
+        self.0
             .recv()
             .await
             .map_err(|error| StoreError::from(error).during("listening for notifications"))?;
-        Ok(if notification.payload() == CONTROL_NOTIFICATION {
-            Notification::Control
-        } else {
-            Notification::Appended
-        })
+        Ok(())
+    }
+
+    /// Discards the notifications already received; returns how many there were.
+    pub fn drain(&mut self) -> usize {
+        std::iter::from_fn(|| self.0.next_buffered()).count()
     }
 }
 
@@ -151,7 +140,11 @@ impl PgStore {
     /// one lock, and holding it only for a commit that does not wait for a disk flush
     /// keeps concurrent appenders from queueing behind each other's fsyncs.
     pub(super) async fn notify(&self) -> Result<(), sqlx::Error> {
-        self.notify_with("").await
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Starts listening for the store's notifications.
@@ -167,16 +160,13 @@ impl PgStore {
         Ok(Notifications(listener))
     }
 
-    /// Wakes the daemons with [`CONTROL_NOTIFICATION`].
-    pub(super) async fn notify_control(&self) -> Result<(), sqlx::Error> {
-        self.notify_with(CONTROL_NOTIFICATION).await
-    }
-
-    async fn notify_with(&self, payload: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(payload)
-            .execute(&self.pool)
+    /// Raises the control counter the daemons poll, in `tx`: an operator's request they
+    /// must notice. The caller notifies once `tx` commits.
+    pub(super) async fn raise_control(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE eventhost.control SET version = version + 1 WHERE id = 1")
+            .execute(&mut **tx)
             .await?;
         Ok(())
     }
@@ -441,8 +431,9 @@ impl EventStore for PgStore {
         &self,
         after: Checkpoint,
         filter: &Filter,
-        limit: usize,
+        limit: impl Into<BatchLimit> + Send,
     ) -> Result<Vec<BatchEntry>, StoreError> {
+        let limit = limit.into();
         let by_type = !filter.aggregate_types.is_empty();
         let by_event = !filter.event_types.is_empty();
         let sql = match (by_type, by_event) {
@@ -454,31 +445,45 @@ impl EventStore for PgStore {
         let mut query = sqlx::query(sql)
             .bind(after.tx().to_string())
             .bind(sql_int(after.position(), "position")?)
-            .bind(sql_limit(limit));
+            .bind(sql_limit(limit.events));
         if by_type {
             query = query.bind(&filter.aggregate_types);
         }
         if by_event {
             query = query.bind(&filter.event_types);
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(entry_from_row).collect()
+        collect_batch(query.fetch(&self.pool), limit.bytes, entry_from_row).await
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {
+        Ok(self.pulse().await?.head)
+    }
+}
+
+impl PgStore {
+    /// The readable head of the log and the control counter, in one query.
+    pub(crate) async fn pulse(&self) -> Result<Pulse, StoreError> {
         let row = sqlx::query(
-            "SELECT order_tx::text AS order_tx, position FROM eventhost.events
-             WHERE order_tx < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY events.order_tx DESC, events.position DESC LIMIT 1",
+            "SELECT head.order_tx::text AS order_tx, head.position,
+                    (SELECT version FROM eventhost.control WHERE id = 1) AS control
+             FROM (SELECT 1) AS one
+             LEFT JOIN LATERAL (
+                 SELECT order_tx, position FROM eventhost.events
+                 WHERE order_tx < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY order_tx DESC, position DESC LIMIT 1
+             ) AS head ON true",
         )
-        .fetch_optional(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        match row {
-            None => Ok(Checkpoint::ORIGIN),
-            Some(row) => Ok(Checkpoint::new(
-                parse_tx(&row.try_get::<String, _>("order_tx")?)?,
-                from_sql_int(row.try_get("position")?),
-            )),
-        }
+        let head = match row.try_get::<Option<String>, _>("order_tx")? {
+            None => Checkpoint::ORIGIN,
+            Some(order_tx) => {
+                Checkpoint::new(parse_tx(&order_tx)?, from_sql_int(row.try_get("position")?))
+            }
+        };
+        Ok(Pulse {
+            head,
+            control: from_sql_int(row.try_get("control")?),
+        })
     }
 }

@@ -21,8 +21,9 @@ use uuid::Uuid;
 use eventhost_domain::append::{StoredId, check_version, duplicate_outcome, prepare};
 
 use super::{
-    Appended, AppendedEvent, BatchEntry, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, StoreError, StoreLimits, from_sql_int, prepare_all, sql_int, sql_limit,
+    Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
+    PreparedEvent, Pulse, StoreError, StoreLimits, collect_batch, from_sql_int, prepare_all,
+    sql_int, sql_limit,
 };
 use eventhost_domain::{
     Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version,
@@ -367,8 +368,9 @@ impl EventStore for SqliteStore {
         &self,
         after: Checkpoint,
         filter: &Filter,
-        limit: usize,
+        limit: impl Into<BatchLimit> + Send,
     ) -> Result<Vec<BatchEntry>, StoreError> {
+        let limit = limit.into();
         let by_type = !filter.aggregate_types.is_empty();
         let by_event = !filter.event_types.is_empty();
         let sql = match (by_type, by_event) {
@@ -384,7 +386,7 @@ impl EventStore for SqliteStore {
         };
         let mut query = sqlx::query(sql)
             .bind(sql_int(after.position(), "position")?)
-            .bind(sql_limit(limit));
+            .bind(sql_limit(limit.events));
         for (used, names) in [
             (by_type, &filter.aggregate_types),
             (by_event, &filter.event_types),
@@ -395,26 +397,36 @@ impl EventStore for SqliteStore {
                 query = query.bind(json);
             }
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let (event, defect) = match event_from_row(row) {
-                    Ok(event) => (event, None),
-                    Err(error) => (event_without_content(row)?, Some(error.to_string())),
-                };
-                Ok(BatchEntry {
-                    checkpoint: Checkpoint::new(0, event.position),
-                    event,
-                    defect,
-                })
+        collect_batch(query.fetch(&self.pool), limit.bytes, |row| {
+            let (event, defect) = match event_from_row(row) {
+                Ok(event) => (event, None),
+                Err(error) => (event_without_content(row)?, Some(error.to_string())),
+            };
+            Ok(BatchEntry {
+                checkpoint: Checkpoint::new(0, event.position),
+                event,
+                defect,
             })
-            .collect()
+        })
+        .await
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {
-        let position: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Checkpoint::new(0, position.map_or(0, from_sql_int)))
+        Ok(self.pulse().await?.head)
+    }
+}
+
+impl SqliteStore {
+    /// The head of the log and the control counter, in one query.
+    pub(crate) async fn pulse(&self) -> Result<Pulse, StoreError> {
+        let (position, control): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT (SELECT max(position) FROM events), (SELECT version FROM control WHERE id = 1)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Pulse {
+            head: Checkpoint::new(0, position.map_or(0, from_sql_int)),
+            control: from_sql_int(control),
+        })
     }
 }

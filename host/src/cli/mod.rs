@@ -13,6 +13,7 @@ mod subscriptions;
 mod test;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -81,7 +82,11 @@ pub fn main() -> ExitCode {
             return fail(&anyhow::Error::new(error).context("cannot start the async runtime"));
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // A plugin still compiling on a blocking thread (the daemon was stopped while loading
+    // it) must not hold up the exit: its artifact is written atomically or not at all.
+    runtime.shutdown_timeout(Duration::from_millis(250));
+    match outcome {
         Ok(code) => code,
         Err(error) => fail(&error),
     }

@@ -87,6 +87,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = RuntimeConfig {
         interruption: Interruption::Epoch,
         pool: None,
+        guests: None,
         cache_dir: Some(args.cache_dir),
         seeded_random: false,
         store_limits: StoreLimits::default(),

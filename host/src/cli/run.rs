@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules};
+use eventhost_dispatch::{BATCH_BYTES, MAX_SUBSCRIPTIONS};
+use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules, GuestPool};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tracing::info;
@@ -41,6 +42,29 @@ pub struct RunArgs {
     #[arg(long)]
     follow_symlinks: bool,
 
+    /// Threads plugin code runs on, apart from the daemon's own [default: the number of
+    /// CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    guest_threads: Option<u16>,
+
+    /// Plugin calls (batches) running at once over all plugins; later ones wait their turn.
+    #[arg(long, value_name = "N", default_value_t = GuestPool::default().concurrent_calls as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_plugin_calls: u16,
+
+    /// Calls of one plugin running at once, whatever its number of subscriptions [default:
+    /// the guest threads].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_calls_per_plugin: Option<u16>,
+
+    /// Subscriptions run at once over all plugins; a plugin that would pass it is refused.
+    #[arg(long, value_name = "N", default_value_t = MAX_SUBSCRIPTIONS, value_parser = parse_positive)]
+    max_subscriptions: usize,
+
+    /// Bytes of events (names, payloads, metadata) one batch holds; a batch ends after the
+    /// event that reaches it, whatever its batch size.
+    #[arg(long, value_name = "BYTES", default_value_t = BATCH_BYTES, value_parser = parse_positive)]
+    max_batch_bytes: usize,
+
     /// Seconds between progress reports of a subscription that is catching up.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     progress_interval: u64,
@@ -58,6 +82,7 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
         let _ = second.send(());
     });
     let mut config = DaemonConfig::new(database_url, &args.plugins);
+    config.guests = guest_pool(&args);
     config.cache_dir = args.cache_dir;
     config.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
     config.max_attempts = args.max_attempts;
@@ -66,6 +91,8 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
         max_plugin_bytes: args.max_plugin_bytes,
         follow_symlinks: args.follow_symlinks,
     };
+    config.max_subscriptions = args.max_subscriptions;
+    config.batch_bytes = args.max_batch_bytes;
     // A dropped sender (the signal task ended) resolves the receiver too.
     daemon::run(
         config,
@@ -79,6 +106,25 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     .await?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The guest threads and call caps the arguments ask for; each defaults as `--help` says.
+fn guest_pool(args: &RunArgs) -> GuestPool {
+    let defaults = GuestPool::default();
+    let threads = args.guest_threads.map_or(defaults.threads, usize::from);
+    GuestPool {
+        threads,
+        concurrent_calls: usize::from(args.max_plugin_calls),
+        calls_per_plugin: args.max_calls_per_plugin.map_or(threads, usize::from),
+    }
+}
+
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(value) => Ok(value),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// SIGINT and SIGTERM, listened to from the moment it is made: a signal that arrives while

@@ -213,6 +213,33 @@ impl Deployment {
             .json_lines()
     }
 
+    /// Appends `n` events `item.added`, each to a stream of its own, one command each.
+    pub async fn append_items(&self, n: usize) {
+        for i in 0..n {
+            self.cli_ok(&[
+                "append",
+                "--aggregate-type",
+                "item",
+                "--aggregate-id",
+                &format!("i-{i}-{}", uuid::Uuid::new_v4().simple()),
+                "--event-type",
+                "item.added",
+            ])
+            .await;
+        }
+    }
+
+    /// How many events the counter plugin (`dist/plugins/counter.wasm`) has counted.
+    pub async fn counted(&self) -> u64 {
+        self.cli_ok(&["state", "counter.all"])
+            .await
+            .json_lines()
+            .iter()
+            .find(|entry| entry["key"] == "count")
+            .and_then(|entry| entry["value"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// Where this deployment keeps its files (written to a temporary file per test).
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
@@ -401,6 +428,19 @@ impl Daemon {
             );
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Waits until the counter plugin of `deployment` has counted exactly `n` events.
+    pub async fn until_counted(&mut self, deployment: &Deployment, n: u64) {
+        self.wait_until("the counter's count", Duration::from_secs(30), || async {
+            let counted = deployment.counted().await;
+            if counted == n {
+                Ok(())
+            } else {
+                Err(format!("count {counted}"))
+            }
+        })
+        .await;
     }
 
     pub fn uptime(&self) -> Duration {

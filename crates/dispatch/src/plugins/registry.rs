@@ -20,6 +20,7 @@ use eventhost_store::{PluginRecord, PluginRecords, Store};
 
 use super::{PluginsError, load_bytes, plugin_files};
 use crate::Dispatcher;
+use crate::shutdown::Shutdown;
 
 /// What a file last provided.
 #[derive(Debug, Clone)]
@@ -35,26 +36,32 @@ pub struct Registry {
     store: Store,
     rules: FileRules,
     files: HashMap<PathBuf, FileState>,
+    /// The daemon's shutdown: a load in progress (compiling, `describe`) is dropped for it.
+    shutdown: Shutdown,
 }
 
 impl Registry {
-    /// A registry reading plugin files under `rules`.
-    pub fn new(runtime: Runtime, store: Store, rules: FileRules) -> Self {
+    /// A registry reading plugin files under `rules` until `shutdown`.
+    pub fn new(runtime: Runtime, store: Store, rules: FileRules, shutdown: Shutdown) -> Self {
         Self {
             runtime,
             store,
             rules,
             files: HashMap::new(),
+            shutdown,
         }
     }
 
-    /// Loads every plugin file of `dir` into the dispatcher.
+    /// Loads every plugin file of `dir` into the dispatcher; stops early at shutdown.
     pub async fn load_folder(
         &mut self,
         dir: &Path,
         dispatcher: &mut Dispatcher,
     ) -> Result<(), PluginsError> {
         for path in plugin_files(dir)? {
+            if self.shutdown.is_requested() {
+                break;
+            }
             self.apply(&path, dispatcher).await;
         }
         Ok(())
@@ -90,7 +97,16 @@ impl Registry {
             Err(error) => Err(error.into()),
         };
         let loaded = match sidecar {
-            Ok(sidecar) => load_bytes(&self.runtime, path, bytes, sidecar).await,
+            Ok(sidecar) => {
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    loaded = load_bytes(&self.runtime, path, bytes, sidecar) => loaded,
+                    () = shutdown.requested() => {
+                        info!(file = %file, "stopping: the plugin file is left unloaded");
+                        return;
+                    }
+                }
+            }
             Err(error) => Err(error.into()),
         };
         let dispatchable = match loaded {
@@ -127,7 +143,6 @@ impl Registry {
             dispatcher.remove(old_name).await;
         }
         let replaced = previous.map(|(_, old_version)| old_version);
-        info!(file = %file, plugin = %name, %version, replaced = ?replaced, "plugin running");
         self.files.insert(
             path.to_owned(),
             FileState {
@@ -135,7 +150,9 @@ impl Registry {
                 seen,
             },
         );
+        // Recorded before it is logged: whoever reads the log line finds the record.
         self.record(path, hash, "running", None).await;
+        info!(file = %file, plugin = %name, %version, replaced = ?replaced, "plugin running");
     }
 
     /// Remembers what a file held when it was rejected, so the same bytes are not retried.

@@ -374,6 +374,7 @@ impl SubscriptionStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        PgStore::raise_control(&mut tx).await?;
         tx.commit().await?;
         self.notify().await?;
         self.select_subscription(name)
@@ -405,9 +406,14 @@ impl SubscriptionStore for PgStore {
             )
             .bind(subscription),
         };
-        let marked = query.execute(self.pool()).await?.rows_affected();
+        let mut tx = self.pool().begin().await?;
+        let marked = query.execute(&mut *tx).await?.rows_affected();
         if marked > 0 {
-            self.notify_control().await?;
+            PgStore::raise_control(&mut tx).await?;
+        }
+        tx.commit().await?;
+        if marked > 0 {
+            self.notify().await?;
         }
         Ok(marked)
     }

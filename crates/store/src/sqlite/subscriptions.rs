@@ -57,6 +57,14 @@ fn parked_from_row(row: &SqliteRow) -> Result<ParkedEvent, StoreError> {
     })
 }
 
+/// Raises the control counter a daemon's poll watches: an operator's request for it.
+async fn raise_control(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE control SET version = version + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn names_json(names: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(names).map_err(|error| StoreError::Invalid(format!("filter: {error}")))
 }
@@ -317,6 +325,7 @@ impl SubscriptionStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        raise_control(&mut tx).await?;
         tx.commit().await?;
         self.signal_append();
         self.subscription(name)
@@ -346,7 +355,12 @@ impl SubscriptionStore for SqliteStore {
             )
             .bind(subscription),
         };
-        let marked = query.execute(&self.pool).await?.rows_affected();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let marked = query.execute(&mut *tx).await?.rows_affected();
+        if marked > 0 {
+            raise_control(&mut tx).await?;
+        }
+        tx.commit().await?;
         if marked > 0 {
             self.signal_append();
         }
