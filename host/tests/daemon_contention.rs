@@ -3,7 +3,8 @@
 //! busy, the counter plugin counts each event within a second, is never parked (though one
 //! failed try would park it), and the daemon stops within two seconds of SIGTERM. A plugin
 //! whose `describe` spins (`hostile-describe-loop`) is rejected at its time limit, and does
-//! not hold up a shutdown meanwhile. Through the real binary on SQLite.
+//! not hold up a shutdown meanwhile; a plugin that would pass the daemon's subscription cap is
+//! refused while the others run. Through the real binary on SQLite.
 
 #[path = "support/daemon.rs"]
 mod daemon;
@@ -103,4 +104,27 @@ async fn a_spinning_describe_is_rejected_at_its_limit_and_never_holds_up_a_shutd
         "the describe in progress was dropped: {}",
         daemon.log()
     );
+}
+
+#[tokio::test]
+async fn a_plugin_past_the_daemons_subscription_cap_is_refused_and_the_others_run() {
+    let database = TestDatabase::sqlite();
+    let mut deployment = Deployment::new(database.url());
+    deployment.install("plugins/counter.wasm", "counter.wasm");
+    deployment.install("hostile/hostile-spin.wasm", "spin.wasm");
+
+    let mut daemon = deployment.start(&["--max-subscriptions", "50"]);
+    daemon
+        .wait_for_log("plugin file rejected", 1, Duration::from_secs(120))
+        .await;
+    let log = daemon.log();
+    assert!(
+        log.contains(
+            "hostile-spin asks for 60 subscriptions and other plugins run 1: over the daemon's cap of 50 subscriptions"
+        ),
+        "{log}"
+    );
+    deployment.append_items(1).await;
+    daemon.until_counted(&deployment, 1).await;
+    daemon.stop().await;
 }

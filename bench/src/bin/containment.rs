@@ -27,9 +27,7 @@ use clap::Parser;
 use eventhost_bench::{
     BenchDatabase, TempDir, cells, header, millis, percentile, rename_plugin, target_dir,
 };
-use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
-use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
-use serde_json::json;
+use sqlx::{PgPool, SqlitePool};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -175,10 +173,10 @@ async fn measure(
             "sqlite://{}",
             dir.join(format!("idle-{label}.db")).display()
         );
-        let subscriptions: usize = if label == "3" { 3 } else { 300 };
+        let subscriptions: i64 = if label == "3" { 3 } else { 300 };
         let mut daemon = Daemon::start(binary, &database, &folder, &cache, dir, &[])?;
-        let store = store::connect(&database).await?;
-        until_running(&store, &mut daemon, subscriptions).await?;
+        let db = Db::Sqlite(SqlitePool::connect_lazy(&database)?);
+        until_running(&db, &mut daemon, subscriptions).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let cpu = daemon
             .cpu_over(Duration::from_secs(args.idle_seconds))
@@ -216,8 +214,8 @@ async fn measure(
             dir,
             &["--max-attempts", "1"],
         )?;
-        let store = store::connect(&database.url).await?;
-        until_running(&store, &mut daemon, if contended { 62 } else { 1 }).await?;
+        let db = Db::Postgres(PgPool::connect_lazy(&database.url)?);
+        until_running(&db, &mut daemon, if contended { 62 } else { 1 }).await?;
         let samples = if contended {
             args.contended_samples
         } else {
@@ -228,7 +226,7 @@ async fn measure(
         } else {
             "counter alone"
         };
-        match latencies(&store, samples).await? {
+        match latencies(&db, samples).await? {
             Ok(mut latencies) => {
                 latencies.sort();
                 for p in [50, 99] {
@@ -249,7 +247,7 @@ async fn measure(
             }
         }
         if contended {
-            let parked = store.parked(Some("counter.all")).await?.len();
+            let parked = db.counter_parked().await?;
             figures.push(Figure::new(
                 "counter events parked beside the spinners",
                 parked as f64,
@@ -265,7 +263,7 @@ async fn measure(
         } else {
             daemon.stop(Duration::from_secs(30)).await?;
         }
-        drop(store);
+        db.close().await;
         database.drop_it().await?;
     }
 
@@ -276,9 +274,9 @@ async fn measure(
     files.push(("counter.wasm".to_owned(), components.counter.clone()));
     write_folder(&folder, &files)?;
     let mut daemon = Daemon::start(binary, &database.url, &folder, &cache, dir, &[])?;
-    let pg = store::PgStore::connect(&database.url, Default::default()).await?;
-    let store = Store::Postgres(pg.clone());
-    until_running(&store, &mut daemon, 301).await?;
+    let pg = PgPool::connect_lazy(&database.url)?;
+    let db = Db::Postgres(pg.clone());
+    until_running(&db, &mut daemon, 301).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = Duration::from_secs(5);
     let idle = daemon.cpu_over(window).await?;
@@ -289,7 +287,7 @@ async fn measure(
             "SELECT pg_notify('eventhost', ($1 * 10000 + g)::text) FROM generate_series(1, 10000) AS g",
         )
         .bind(round)
-        .execute(pg.pool())
+        .execute(&pg)
         .await
         .context("send notifications")?;
     }
@@ -306,29 +304,92 @@ async fn measure(
         "%",
     ));
     daemon.stop(Duration::from_secs(30)).await?;
-    drop(store);
-    drop(pg);
+    db.close().await;
     database.drop_it().await?;
     Ok(figures)
 }
 
+/// The daemon's database, read and written with plain SQL as an application or an operator
+/// would: the bench never migrates it, so a baseline build finds only its own schema.
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Db {
+    async fn subscriptions(&self) -> Result<i64> {
+        let count = match self {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT count(*) FROM subscriptions")
+                    .fetch_one(pool)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT count(*) FROM eventhost.subscriptions")
+                    .fetch_one(pool)
+                    .await
+            }
+        };
+        // Before the daemon made its schema, there is nothing.
+        Ok(count.unwrap_or(0))
+    }
+
+    fn postgres(&self) -> Result<&PgPool> {
+        match self {
+            Db::Postgres(pool) => Ok(pool),
+            Db::Sqlite(_) => bail!("this measurement runs on PostgreSQL"),
+        }
+    }
+
+    /// Appends item `n` through `eventhost.append()`, as an application does.
+    async fn append_item(&self, n: u64) -> Result<()> {
+        let events = serde_json::json!([{ "event_type": "item.added", "payload": { "n": n } }]);
+        sqlx::query("SELECT * FROM eventhost.append('item', $1, 0, $2)")
+            .bind(format!("i-{n}"))
+            .bind(events)
+            .execute(self.postgres()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn counted(&self) -> Result<u64> {
+        let value: Option<String> = sqlx::query_scalar(
+            "SELECT value FROM eventhost.state WHERE namespace = 'counter.all' AND key = 'count'",
+        )
+        .fetch_optional(self.postgres()?)
+        .await?;
+        Ok(value.and_then(|value| value.parse().ok()).unwrap_or(0))
+    }
+
+    async fn counter_parked(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM eventhost.parked WHERE subscription = 'counter.all'",
+        )
+        .fetch_one(self.postgres()?)
+        .await?)
+    }
+
+    async fn close(self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
 /// Appends one event at a time and times until the counter has counted it; `Err` says why
 /// the samples stopped (a sample that timed out, or the counter's event parked).
-async fn latencies(store: &Store, samples: usize) -> Result<Result<Vec<Duration>, String>> {
+async fn latencies(db: &Db, samples: usize) -> Result<Result<Vec<Duration>, String>> {
     let mut latencies = Vec::with_capacity(samples);
     for n in 1..=samples as u64 {
-        let stream = StreamId::new("item", format!("i-{n}"));
-        let event = NewEvent::new("item.added", json!({ "n": n }));
-        store
-            .append(&stream, ExpectedVersion::NoStream, &[event])
-            .await?;
+        db.append_item(n).await?;
         let appended = Instant::now();
         loop {
-            if counted(store).await? >= n {
+            if db.counted().await? >= n {
                 latencies.push(appended.elapsed());
                 break;
             }
-            if !store.parked(Some("counter.all")).await?.is_empty() {
+            if db.counter_parked().await? > 0 {
                 return Ok(Err(format!("parked at sample {n}")));
             }
             if appended.elapsed() > LATENCY_TIMEOUT {
@@ -341,17 +402,12 @@ async fn latencies(store: &Store, samples: usize) -> Result<Result<Vec<Duration>
     Ok(Ok(latencies))
 }
 
-async fn counted(store: &Store) -> Result<u64> {
-    let value = store.state_get("counter.all", "count").await?;
-    Ok(value.and_then(|value| value.parse().ok()).unwrap_or(0))
-}
-
 /// Waits until `expected` subscriptions are defined and the daemon has settled on them.
-async fn until_running(store: &Store, daemon: &mut Daemon, expected: usize) -> Result<()> {
+async fn until_running(db: &Db, daemon: &mut Daemon, expected: i64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         daemon.check_running()?;
-        if store.subscriptions().await?.len() >= expected {
+        if db.subscriptions().await? >= expected {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -361,26 +417,31 @@ async fn until_running(store: &Store, daemon: &mut Daemon, expected: usize) -> R
     }
 }
 
-/// Three copies of the counter, renamed: three plugins of one subscription each.
-fn idle_few(components: &Components) -> Result<Vec<(String, Vec<u8>)>> {
-    (0..3)
+/// `count` copies of `component` whose plugin name `name` is renamed `{prefix}NNN` (of the
+/// same length): distinct plugins, with distinct hashes.
+fn copies(
+    component: &[u8],
+    name: &str,
+    prefix: &str,
+    count: usize,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    (0..count)
         .map(|n| {
-            let name = format!("cnt-{n:03}");
-            let bytes = rename_plugin(&components.counter, b"counter", name.as_bytes())?;
-            Ok((format!("{name}.wasm"), bytes))
+            let copy = format!("{prefix}{n:03}");
+            let bytes = rename_plugin(component, name.as_bytes(), copy.as_bytes())?;
+            Ok((format!("{copy}.wasm"), bytes))
         })
         .collect()
 }
 
-/// Five copies of `hostile-spin`, renamed: 300 subscriptions, idle without events.
+/// Three copies of the counter: three plugins of one subscription each.
+fn idle_few(components: &Components) -> Result<Vec<(String, Vec<u8>)>> {
+    copies(&components.counter, "counter", "cnt-", 3)
+}
+
+/// Five copies of `hostile-spin`: 300 subscriptions, idle without events.
 fn idle_many(components: &Components) -> Result<Vec<(String, Vec<u8>)>> {
-    (0..5)
-        .map(|n| {
-            let name = format!("hostile-s{n:03}");
-            let bytes = rename_plugin(&components.spin, b"hostile-spin", name.as_bytes())?;
-            Ok((format!("{name}.wasm"), bytes))
-        })
-        .collect()
+    copies(&components.spin, "hostile-spin", "hostile-s", 5)
 }
 
 fn write_folder(folder: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {

@@ -603,6 +603,64 @@ mod tests {
         }
     }
 
+    /// A stream `big/b-1` of `events` events, each with a payload of `payload_bytes`.
+    struct BigStream {
+        events: u64,
+        payload_bytes: usize,
+    }
+
+    impl Reads for BigStream {
+        fn state_get<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, ReadError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn state_scan<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Option<&'a str>,
+            _: u32,
+        ) -> BoxFuture<'a, Result<Vec<(String, String)>, ReadError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn stream_version<'a>(
+            &'a self,
+            _: &'a StreamId,
+        ) -> BoxFuture<'a, Result<Version, ReadError>> {
+            let version = self.events;
+            Box::pin(async move { Ok(version) })
+        }
+
+        fn read_stream<'a>(
+            &'a self,
+            _: &'a StreamId,
+            from: Version,
+            limit: u32,
+        ) -> BoxFuture<'a, Result<Vec<Event>, ReadError>> {
+            let payload = serde_json::Value::String("x".repeat(self.payload_bytes));
+            let events = (from.max(1)..=self.events)
+                .take(limit as usize)
+                .map(|version| Event {
+                    id: uuid::Uuid::new_v4(),
+                    position: version,
+                    aggregate_type: "big".to_owned(),
+                    aggregate_id: "b-1".to_owned(),
+                    version,
+                    event_type: "e".to_owned(),
+                    payload: eventhost_domain::Payload::from_value(&payload),
+                    metadata: Metadata::new(),
+                    recorded_at: Default::default(),
+                })
+                .collect();
+            Box::pin(async move { Ok(events) })
+        }
+    }
+
     fn batch() -> BatchState {
         BatchState::new(
             "p.s".to_owned(),
@@ -765,6 +823,68 @@ mod tests {
         let refused = batch.emit(stream, ExpectedVersion::Any, vec![bad_id]).await;
         assert!(
             matches!(refused, Err(wit::HostError::Invalid(message)) if message.contains("not a UUID"))
+        );
+    }
+
+    #[tokio::test]
+    async fn emitted_bytes_count_each_events_stream_id() {
+        let mut batch = batch();
+        batch.limits.emitted_bytes = 10_000;
+        // Each event: a 1005-byte stream id, type `e` and payload `{}`: 1008 bytes.
+        let stream = StreamId::new("order", "x".repeat(1000));
+        let nine = vec![event(); 9];
+        batch
+            .emit(stream.clone(), ExpectedVersion::Any, nine)
+            .await
+            .unwrap();
+        let tenth = batch
+            .emit(stream, ExpectedVersion::Any, vec![event()])
+            .await;
+        assert!(
+            matches!(&tenth, Err(wit::HostError::LimitExceeded(message)) if message.contains("bytes emitted")),
+            "{tenth:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn distinct_state_keys_written_in_one_batch_are_capped() {
+        let mut batch = batch();
+        batch.limits.state_keys = 3;
+        for key in ["a", "b", "c", "a"] {
+            batch
+                .write_state(key.to_owned(), Some("v".to_owned()))
+                .unwrap();
+        }
+        batch.write_state("b".to_owned(), None).unwrap();
+        let fourth = batch.write_state("d".to_owned(), Some("v".to_owned()));
+        assert!(
+            matches!(&fourth, Err(wit::HostError::LimitExceeded(message)) if message.contains("state keys")),
+            "{fourth:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_stream_returns_its_whole_page_and_charges_its_bytes_to_the_batch() {
+        let reads = BigStream {
+            events: 40,
+            payload_bytes: 100_000,
+        };
+        let mut batch = BatchState::new(
+            "p.s".to_owned(),
+            Arc::new(reads),
+            Limits::default(),
+            StoreLimits::default(),
+            &[],
+        );
+        batch.limits.read_bytes = 3_000_000;
+        let stream = StreamId::new("big", "b-1");
+        let page = batch.read_stream(stream.clone(), 1, 25).await.unwrap();
+        assert_eq!(page.len(), 25, "a full page, read in chunks");
+        assert_eq!(page[24].version, 25);
+        let over = batch.read_stream(stream, 26, 25).await;
+        assert!(
+            matches!(&over, Err(wit::HostError::LimitExceeded(message)) if message.contains("bytes of events read")),
+            "{over:?}"
         );
     }
 }
