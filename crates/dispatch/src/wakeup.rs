@@ -32,10 +32,10 @@ const HINT_GAP: Duration = Duration::from_millis(2);
 
 /// Hints that may find nothing new in one [`ALARM_WINDOW`] before hints must be confirmed
 /// by a look before they wake anyone.
-const FALSE_ALARMS: u32 = 8;
+const FALSE_ALARMS: u32 = 2;
 
 /// See [`FALSE_ALARMS`].
-const ALARM_WINDOW: Duration = Duration::from_secs(1);
+const ALARM_WINDOW: Duration = Duration::from_secs(2);
 
 /// The longest pause between looks after a hint that found nothing new; then the poll
 /// takes over.
