@@ -5,8 +5,8 @@
 //! epoch every [`EPOCH_TICK`] while a guest runs; at each tick a running guest is charged the
 //! time it ran (`budget.rs`), traps once its budget is spent, and otherwise yields its thread
 //! to the other calls waiting for one. The thread stops when the last holder of the engine
-//! (the `Runtime` and the plugins it loaded) is dropped. In deterministic mode (the harness) fuel is counted instead,
-//! so the same batch stops at the same instruction on every machine.
+//! (the `Runtime` and the plugins it loaded) is dropped. In deterministic mode (the harness)
+//! fuel is counted instead, so the same batch stops at the same instruction on every machine.
 //!
 //! The pool is sized for about 50 plugins running up to [`PoolSize::instances`] batches at
 //! once; it reserves address space (not memory) up front. If that reservation fails, the

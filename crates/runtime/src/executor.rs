@@ -43,8 +43,13 @@ impl Default for GuestPool {
 /// Runs plugin calls: on the guest threads when it has them, on the caller's runtime
 /// otherwise (the harness, which runs one call at a time).
 pub(crate) struct Executor {
-    guests: Option<tokio::runtime::Runtime>,
-    admission: Option<Arc<Semaphore>>,
+    guests: Option<Guests>,
+}
+
+/// The guest threads and the places among all calls.
+struct Guests {
+    runtime: tokio::runtime::Runtime,
+    admission: Semaphore,
     calls_per_plugin: usize,
 }
 
@@ -54,22 +59,20 @@ pub(crate) type PluginGate = Option<Arc<Semaphore>>;
 impl Executor {
     pub(crate) fn new(pool: Option<&GuestPool>) -> Result<Self, RuntimeError> {
         let Some(pool) = pool else {
-            return Ok(Self {
-                guests: None,
-                admission: None,
-                calls_per_plugin: 0,
-            });
+            return Ok(Self { guests: None });
         };
-        let guests = tokio::runtime::Builder::new_multi_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(pool.threads.max(1))
             .thread_name("eventhost-guest")
             .enable_time()
             .build()
             .map_err(RuntimeError::Guests)?;
         Ok(Self {
-            guests: Some(guests),
-            admission: Some(Arc::new(Semaphore::new(pool.concurrent_calls.max(1)))),
-            calls_per_plugin: pool.calls_per_plugin.max(1),
+            guests: Some(Guests {
+                runtime,
+                admission: Semaphore::new(pool.concurrent_calls.max(1)),
+                calls_per_plugin: pool.calls_per_plugin.max(1),
+            }),
         })
     }
 
@@ -77,7 +80,7 @@ impl Executor {
     pub(crate) fn plugin_gate(&self) -> PluginGate {
         self.guests
             .as_ref()
-            .map(|_| Arc::new(Semaphore::new(self.calls_per_plugin)))
+            .map(|guests| Arc::new(Semaphore::new(guests.calls_per_plugin)))
     }
 
     /// Runs `call` once a place among `gate`'s calls (if any) and among all calls is free.
@@ -87,7 +90,7 @@ impl Executor {
         gate: &PluginGate,
         call: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, HandleError> {
-        let (Some(guests), Some(admission)) = (&self.guests, &self.admission) else {
+        let Some(guests) = &self.guests else {
             return Ok(call.await);
         };
         let closed = |_| HandleError::Host {
@@ -97,8 +100,8 @@ impl Executor {
             Some(gate) => Some(gate.acquire().await.map_err(closed)?),
             None => None,
         };
-        let _place = admission.acquire().await.map_err(closed)?;
-        spawn_on(guests.handle(), call)
+        let _place = guests.admission.acquire().await.map_err(closed)?;
+        spawn_on(guests.runtime.handle(), call)
             .await
             .map_err(|error| HandleError::Host {
                 message: format!("the plugin call ended abnormally: {error}"),
@@ -111,7 +114,7 @@ impl Drop for Executor {
         // The last plugin may be dropped on an async thread, where a blocking shutdown
         // panics; calls still running are cancelled at their next yield.
         if let Some(guests) = self.guests.take() {
-            guests.shutdown_background();
+            guests.runtime.shutdown_background();
         }
     }
 }

@@ -39,9 +39,9 @@ impl Notifications {
         Ok(())
     }
 
-    /// Discards the notifications already received; returns how many there were.
-    pub fn drain(&mut self) -> usize {
-        std::iter::from_fn(|| self.0.next_buffered()).count()
+    /// Discards the notifications already received.
+    pub fn drain(&mut self) {
+        while self.0.next_buffered().is_some() {}
     }
 }
 
