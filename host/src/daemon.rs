@@ -1,13 +1,15 @@
 //! The whole daemon as one library call: [`run`] connects the store, starts the runtime,
-//! watches and loads the plugins folder, and dispatches every subscription until its
-//! shutdown future resolves. The `eventhost run` command, the tests and the benchmarks all
+//! watches and loads the plugins folder, dispatches every subscription and delivers the
+//! messages their batches commit to the operator's sinks, until its shutdown future
+//! resolves. The `eventhost run` command, the tests and the benchmarks all
 //! start the daemon through it, so there is one wiring to read and to change.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
+use eventhost_deliveries::{ConfigError as SinkError, Deliveries};
+use eventhost_dispatch::plugins::{PluginsError, Registry, SinkNames, Watcher};
 use eventhost_dispatch::shutdown::{Shutdown, ShutdownTrigger};
 use eventhost_dispatch::{BATCH_BYTES, DispatchConfig, Dispatcher, MAX_SUBSCRIPTIONS};
 use eventhost_runtime::{
@@ -15,6 +17,8 @@ use eventhost_runtime::{
 };
 use eventhost_store::{self as store, Store, StoreError};
 use tracing::{info, warn};
+
+use crate::config::Config;
 
 /// What the daemon runs on and how.
 #[derive(Debug, Clone)]
@@ -39,6 +43,8 @@ pub struct DaemonConfig {
     pub max_subscriptions: usize,
     /// Bytes of events one batch holds.
     pub batch_bytes: usize,
+    /// The configuration file's sinks and delivery settings.
+    pub config: Config,
 }
 
 impl DaemonConfig {
@@ -55,6 +61,7 @@ impl DaemonConfig {
             guests: GuestPool::default(),
             max_subscriptions: MAX_SUBSCRIPTIONS,
             batch_bytes: BATCH_BYTES,
+            config: Config::default(),
         }
     }
 
@@ -86,6 +93,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Plugins(#[from] PluginsError),
+    #[error("cannot start the delivery workers: {0}")]
+    Deliveries(#[from] SinkError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops taking batches and lets those in
@@ -121,6 +130,7 @@ pub struct Daemon {
     watcher: Watcher,
     dispatcher: Dispatcher,
     registry: Registry,
+    deliveries: Deliveries,
 }
 
 impl Daemon {
@@ -144,7 +154,10 @@ impl Daemon {
         let watcher = Watcher::new(&folder)?;
         let mut dispatcher =
             Dispatcher::start(store.clone(), config.dispatch_config(&store)).await?;
-        let mut registry = Registry::new(runtime, store, config.files, shutdown);
+        let deliveries =
+            Deliveries::start(&store, &config.config.sinks, &config.config.deliveries)?;
+        let sinks: SinkNames = config.config.sinks.names().map(str::to_owned).collect();
+        let mut registry = Registry::new(runtime, store, config.files, sinks, shutdown);
         registry.load_folder(&folder, &mut dispatcher).await?;
         if dispatcher.plugins().next().is_none() {
             warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");
@@ -154,6 +167,7 @@ impl Daemon {
             watcher,
             dispatcher,
             registry,
+            deliveries,
         })
     }
 
@@ -191,5 +205,6 @@ impl Daemon {
             }
         }
         self.registry.stop().await;
+        self.deliveries.stop().await;
     }
 }

@@ -71,6 +71,68 @@ fn batches(output: &Output) -> u64 {
 }
 
 #[test]
+fn the_sidecar_s_grants_let_the_harness_record_messages_and_check_shows_them() {
+    let wasm = dist("examples/order-notifier.wasm");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tested = Command::new(EVENTHOST)
+        .arg("test")
+        .arg(&wasm)
+        .arg("--events")
+        .arg(root.join("examples/orders.jsonl"))
+        .arg("--expect")
+        .arg(root.join("examples/order-notifier.expect.json"))
+        .arg("--cache-dir")
+        .arg(compile_cache())
+        .output()
+        .expect("run eventhost test");
+    let stderr = String::from_utf8_lossy(&tested.stderr);
+    assert!(tested.status.success(), "{stderr}");
+    assert!(stderr.contains("expectations met"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&tested.stdout).unwrap();
+    assert_eq!(
+        report["messages"][0]["id"], "order-notifier.paid:3:0",
+        "{report}"
+    );
+
+    let check = |config: Option<&str>| {
+        let mut command = Command::new(EVENTHOST);
+        command.args(["plugins", "check"]).arg(&wasm);
+        if let Some(config) = config {
+            command.arg("--config").arg(root.join(config));
+        }
+        command
+            .arg("--cache-dir")
+            .arg(compile_cache())
+            .env(
+                "BILLING_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
+            .env("BILLING_API_TOKEN", "Bearer t")
+            .env_remove("EVENTHOST_CONFIG")
+            .output()
+            .expect("run eventhost plugins check")
+    };
+    let granted = check(Some("examples/eventhost.toml"));
+    let stdout = String::from_utf8_lossy(&granted.stdout);
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    assert!(
+        stdout.contains("sinks granted: billing-webhook, order-events"),
+        "{stdout}"
+    );
+    let unconfigured = check(None);
+    let stderr = String::from_utf8_lossy(&unconfigured.stderr);
+    assert_eq!(unconfigured.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("its sidecar grants sink `billing-webhook`, which is not configured"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn the_harness_caps_batches_as_the_sidecar_says() {
     let plain = Deployed::counter(None);
     let capped = Deployed::counter(Some("batch_size = 2\n"));

@@ -25,7 +25,7 @@ use eventhost_bench::{
     BatchDone, BenchDatabase, Dispatcher, Probe, cells, header, init_logs, millis, settle_backlog,
     target_dir, thousands, wait_for_checkpoint,
 };
-use eventhost_dispatch::plugins::load_plugin;
+use eventhost_dispatch::plugins::{SinkNames, load_plugin};
 use eventhost_dispatch::{Handler, StoreReads};
 use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId};
 use eventhost_runtime::{
@@ -122,6 +122,7 @@ impl Handlers {
             &path,
             FileRules::default(),
             StoreLimits::default(),
+            &SinkNames::new(),
         )
         .await
         .with_context(|| format!("load {}", path.display()))?;

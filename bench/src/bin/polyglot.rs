@@ -52,7 +52,7 @@ use eventhost_bench::{
     BenchDatabase, Dispatcher, Probe, TempDir, cells, header, init_logs, millis, settle_backlog,
     thousands, wait_for_checkpoint,
 };
-use eventhost_dispatch::plugins::load_plugin;
+use eventhost_dispatch::plugins::{SinkNames, load_plugin};
 use eventhost_dispatch::{Dispatchable, Handler, StoreReads};
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_runtime::{FileRules, Reads, Runtime, RuntimeConfig};
@@ -235,9 +235,15 @@ async fn load_timings(
 
     let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
     let started = Instant::now();
-    let cold_plugin = load_plugin(&runtime, path, FileRules::default(), StoreLimits::default())
-        .await
-        .with_context(|| format!("load {}", path.display()))?;
+    let cold_plugin = load_plugin(
+        &runtime,
+        path,
+        FileRules::default(),
+        StoreLimits::default(),
+        &SinkNames::new(),
+    )
+    .await
+    .with_context(|| format!("load {}", path.display()))?;
     let cold = started.elapsed();
     let info = cold_plugin.handler.info();
     ensure!(
@@ -268,9 +274,15 @@ async fn load_timings(
     for _ in 0..warm_starts {
         let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
         let started = Instant::now();
-        let loaded = load_plugin(&runtime, path, FileRules::default(), StoreLimits::default())
-            .await
-            .with_context(|| format!("load {}", path.display()))?;
+        let loaded = load_plugin(
+            &runtime,
+            path,
+            FileRules::default(),
+            StoreLimits::default(),
+            &SinkNames::new(),
+        )
+        .await
+        .with_context(|| format!("load {}", path.display()))?;
         warm.push(started.elapsed());
         plugin = Some(loaded);
     }

@@ -14,6 +14,11 @@ use eventhost_runtime::{Effects, HandleError, Plugin, PluginInfo, Reads};
 pub trait Handler: Send + Sync {
     fn info(&self) -> &PluginInfo;
 
+    /// The sinks the handler may deliver messages to, in name order.
+    fn sinks(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
     /// Handles one batch of `subscription` (the handler's own name for it) and returns its
     /// effects, to be committed together with the new checkpoint.
     fn handle<'a>(
@@ -27,6 +32,10 @@ pub trait Handler: Send + Sync {
 impl Handler for Plugin {
     fn info(&self) -> &PluginInfo {
         Plugin::info(self)
+    }
+
+    fn sinks(&self) -> Vec<&str> {
+        Plugin::sinks(self).collect()
     }
 
     fn handle<'a>(

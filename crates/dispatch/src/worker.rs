@@ -552,6 +552,7 @@ fn commit_for(name: &str, from: Checkpoint, to: Checkpoint, effects: Effects) ->
         })
         .collect();
     commit.state = effects.state.into_iter().collect();
+    commit.messages = effects.messages;
     commit
 }
 

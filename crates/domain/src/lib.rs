@@ -1,6 +1,7 @@
 //! eventhost's domain: the words every other crate speaks, and the rules of an append.
 //!
-//! Owns the data types ([`Event`], [`NewEvent`], [`StreamId`], [`Checkpoint`], [`Filter`]),
+//! Owns the data types ([`Event`], [`NewEvent`], [`StreamId`], [`Checkpoint`], [`Filter`],
+//! [`Message`]),
 //! the input limits ([`StoreLimits`]) and the rules every store applies to an append
 //! ([`append`]): what input is valid, when an append is a harmless duplicate, and when its
 //! expected version conflicts. It does no I/O; the store, the runtime, the dispatcher and the
@@ -11,8 +12,10 @@ mod checkpoint;
 mod event;
 mod filter;
 pub mod input;
+pub mod message;
 
 pub use append::{AppendError, Appended, AppendedEvent, PreparedEvent, StoreLimits};
 pub use checkpoint::{Checkpoint, InvalidCheckpoint};
 pub use event::{Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version};
 pub use filter::Filter;
+pub use message::{Message, MessageError};

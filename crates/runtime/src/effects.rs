@@ -2,13 +2,14 @@
 //!
 //! Emitted events stay grouped per `emit` call with the stream and expected version the plugin
 //! gave, because each group is one atomic append. State is the batch's final word per key
-//! (`None`: deleted), so state written twice in a batch is committed once.
+//! (`None`: deleted), so state written twice in a batch is committed once. Messages for sinks
+//! keep their call order, which is the order a sink receives those with the same key.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{ExpectedVersion, Message, NewEvent, StreamId};
 
 /// The buffered effects of one successful `handle` call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -17,6 +18,8 @@ pub struct Effects {
     pub emitted: Vec<Emit>,
     /// The final value of every key the batch wrote; `None` means deleted.
     pub state: BTreeMap<String, Option<String>>,
+    /// The messages the batch asked to deliver, in call order.
+    pub messages: Vec<Message>,
     /// Everything the plugin logged (through `log`, stdout or stderr), in order.
     pub logs: Vec<LogLine>,
     /// Log lines dropped because the batch's log budget was spent.

@@ -21,6 +21,7 @@ use super::budget::Budget;
 use super::effects::{Effects, Emit, LogLevel};
 use super::executor::spawn_on;
 use super::limits::{Limits, StoreLimiter};
+use super::outbox::{Grants, Outbox, Refusal};
 use super::output::LogSink;
 use super::reads::{ReadError, Reads};
 use eventhost_domain::{Event, Metadata, NewEvent, StoreLimits, StreamId, Version, append};
@@ -75,13 +76,14 @@ impl HostState {
     /// The batch's buffered effects, with its logs.
     pub(crate) fn into_effects(self) -> Effects {
         let (logs, dropped_log_lines) = self.logs.finish();
-        let (emitted, state) = self
+        let (emitted, state, messages) = self
             .batch
-            .map(|batch| (batch.emitted, batch.state))
+            .map(|batch| (batch.emitted, batch.state, batch.outbox.into_messages()))
             .unwrap_or_default();
         Effects {
             emitted,
             state,
+            messages,
             logs,
             dropped_log_lines,
         }
@@ -121,19 +123,24 @@ pub(crate) struct BatchState {
     state: BTreeMap<String, Option<String>>,
     state_written: u64,
     read_bytes: u64,
+    outbox: Outbox,
     cap_hit: Option<String>,
 }
 
 impl BatchState {
-    /// A batch whose state lives under `namespace` (`<plugin>.<subscription>`).
+    /// A batch whose state lives under `namespace` (`<plugin>.<subscription>`), and whose
+    /// messages may go to the sinks in `grants`.
     pub(crate) fn new(
         namespace: String,
         reads: Arc<dyn Reads>,
         limits: Limits,
         store_limits: StoreLimits,
+        grants: Grants,
         batch: &[Event],
     ) -> Self {
+        let last_position = batch.last().map_or(0, |event| event.position);
         Self {
+            outbox: Outbox::new(grants, &namespace, last_position),
             namespace,
             reads,
             host: Handle::current(),
@@ -450,6 +457,14 @@ impl BatchState {
         Ok(events)
     }
 
+    fn deliver(&mut self, sink: String, message: wit::Message) -> Result<String, wit::HostError> {
+        match self.outbox.deliver(&self.limits, sink, message) {
+            Ok(id) => Ok(id),
+            Err(Refusal::Invalid(why)) => Err(wit::HostError::Invalid(why)),
+            Err(Refusal::Cap(why)) => Err(self.exceed(why)),
+        }
+    }
+
     fn charge_read(&mut self, bytes: usize) -> Result<(), wit::HostError> {
         let read = self.read_bytes + bytes as u64;
         if read > self.limits.read_bytes {
@@ -543,6 +558,14 @@ impl Host for HostState {
         self.batch()?
             .read_stream(stream.into(), from_version, limit)
             .await
+    }
+
+    async fn deliver(
+        &mut self,
+        sink: String,
+        message: wit::Message,
+    ) -> Result<String, wit::HostError> {
+        self.batch()?.deliver(sink, message)
     }
 }
 
@@ -667,6 +690,7 @@ mod tests {
             Arc::new(Committed),
             Limits::default(),
             StoreLimits::default(),
+            Grants::default(),
             &[],
         )
     }
@@ -874,6 +898,7 @@ mod tests {
             Arc::new(reads),
             Limits::default(),
             StoreLimits::default(),
+            Grants::default(),
             &[],
         );
         batch.limits.read_bytes = 3_000_000;

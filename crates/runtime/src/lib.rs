@@ -19,6 +19,7 @@ mod host;
 mod info;
 mod limits;
 mod load;
+mod outbox;
 mod output;
 mod plugin;
 mod reads;
@@ -40,6 +41,7 @@ pub use executor::GuestPool;
 pub use file::{FileError, FileRules};
 pub use info::{MAX_BATCH_SIZE, PluginInfo, StartFrom, SubscriptionSpec};
 pub use limits::Limits;
+pub use outbox::Grants;
 pub use plugin::{FailedBatch, Plugin};
 pub use reads::{ReadError, Reads};
 pub use sidecar::{

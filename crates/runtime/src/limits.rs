@@ -58,6 +58,12 @@ pub struct Limits {
     pub state_keys: u64,
     /// Bytes of events one batch reads with `read-stream`. Default 64 MiB.
     pub read_bytes: u64,
+    /// Messages one batch asks to deliver. Default 1 000.
+    pub messages: u64,
+    /// Bytes of one message (body, headers and key). Default 1 MiB.
+    pub message_bytes: u64,
+    /// Bytes of all the messages of one batch. Default 16 MiB.
+    pub messages_bytes: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +87,9 @@ impl Default for Limits {
             state_written_bytes: 16 * MIB,
             state_keys: 10_000,
             read_bytes: 64 * MIB,
+            messages: 1_000,
+            message_bytes: MIB,
+            messages_bytes: 16 * MIB,
         }
     }
 }

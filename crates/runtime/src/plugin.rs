@@ -20,6 +20,7 @@ use super::executor::PluginGate;
 use super::host::{BatchState, HostState};
 use super::info::PluginInfo;
 use super::limits::{Limits, StoreLimiter};
+use super::outbox::Grants;
 use super::output::LogSink;
 use super::reads::Reads;
 use super::sandbox;
@@ -53,6 +54,8 @@ pub struct Plugin {
     info: PluginInfo,
     pre: HandlerPre<HostState>,
     limits: Limits,
+    /// The sinks the plugin may deliver messages to.
+    grants: Grants,
     cache: CacheOutcome,
     /// Where the plugin's calls queue for a guest thread.
     gate: PluginGate,
@@ -80,6 +83,7 @@ impl Plugin {
             info,
             pre,
             limits,
+            grants: Grants::default(),
             cache,
             gate: shared.executor.plugin_gate(),
             shared,
@@ -93,6 +97,16 @@ impl Plugin {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Allows the plugin to deliver messages to the sinks named in `sinks`, and no other.
+    pub fn grant(&mut self, sinks: impl IntoIterator<Item = String>) {
+        self.grants = Arc::new(sinks.into_iter().collect());
+    }
+
+    /// The sinks the plugin may deliver messages to, in name order.
+    pub fn sinks(&self) -> impl Iterator<Item = &str> {
+        self.grants.iter().map(String::as_str)
     }
 
     /// Whether loading used the compile cache.
@@ -138,6 +152,7 @@ impl Plugin {
             reads,
             self.limits.clone(),
             self.shared.store_limits,
+            Arc::clone(&self.grants),
             batch,
         );
         let store = self

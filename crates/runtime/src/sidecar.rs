@@ -1,8 +1,9 @@
 //! The operator's sidecar `NAME.toml` beside a plugin's `NAME.wasm`: overrides of the
-//! plugin's [`Limits`] and a cap on its batch size.
+//! plugin's [`Limits`], a cap on its batch size, and the sinks it may deliver messages to.
 //!
 //! ```toml
 //! batch_size = 50            # at most this many events per batch
+//! sinks = ["billing-webhook"]  # sinks of the daemon's configuration this plugin may use
 //! [limits]
 //! memory_bytes = 33554432    # any field of Limits
 //! time_per_batch_ms = 2000
@@ -24,6 +25,8 @@ use crate::file::{FileError, FileRules, MAX_SIDECAR_BYTES, read_file};
 #[serde(default, deny_unknown_fields)]
 pub struct Sidecar {
     pub batch_size: Option<u32>,
+    /// The sinks the plugin may deliver messages to; none unless granted here.
+    pub sinks: Vec<String>,
     pub limits: Limits,
 }
 

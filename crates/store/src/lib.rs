@@ -6,6 +6,7 @@
 //! `read_batch` never skips an event, never returns one twice, and returns each stream's
 //! events in version order, whatever order concurrent writers commit in.
 
+mod deliveries;
 mod error;
 mod plugins;
 mod postgres;
@@ -14,6 +15,11 @@ mod subscriptions;
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
+
+pub use deliveries::{
+    AttemptOutcome, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
+};
 pub use error::StoreError;
 pub use plugins::{PluginRecord, PluginRecords};
 pub use postgres::{NOTIFY_CHANNEL, Notifications, PgStore};
@@ -181,6 +187,14 @@ impl Store {
     /// The head of the log and the operators' control counter.
     pub async fn pulse(&self) -> Result<Pulse, StoreError> {
         delegate!(self, "polling the store", store => store.pulse())
+    }
+
+    /// Changes after each commit of this process that enqueues messages, and each retry.
+    pub fn enqueues(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Store::Postgres(store) => store.enqueues(),
+            Store::Sqlite(store) => store.enqueues(),
+        }
     }
 
     /// The limits this store enforces on appended input.
@@ -353,6 +367,36 @@ impl SubscriptionStore for Store {
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
         delegate!(self, "reading state", store => store.state_scan(namespace, prefix, start_after, limit))
+    }
+}
+
+impl DeliveryStore for Store {
+    async fn pending_deliveries(
+        &self,
+        sink: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        delegate!(self, "reading pending messages", store => store.pending_deliveries(sink, limit))
+    }
+
+    async fn record_attempt(&self, id: i64, outcome: &AttemptOutcome) -> Result<bool, StoreError> {
+        delegate!(self, "recording a delivery attempt", store => store.record_attempt(id, outcome))
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        delegate!(self, "listing messages", store => store.deliveries(query))
+    }
+
+    async fn retry_deliveries(&self, selection: DeliverySelection<'_>) -> Result<u64, StoreError> {
+        delegate!(self, "retrying messages", store => store.retry_deliveries(selection))
+    }
+
+    async fn skip_deliveries(&self, selection: DeliverySelection<'_>) -> Result<u64, StoreError> {
+        delegate!(self, "skipping messages", store => store.skip_deliveries(selection))
+    }
+
+    async fn prune_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        delegate!(self, "pruning delivered messages", store => store.prune_deliveries(before))
     }
 }
 

@@ -5,6 +5,7 @@
 //! subscription order follow the `(order_tx, position)` rule explained in that migration.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgDatabaseError, PgExecutor, PgListener, PgPool, PgPoolOptions,
@@ -50,6 +51,10 @@ impl Notifications {
 pub struct PgStore {
     pool: PgPool,
     limits: StoreLimits,
+    /// Bumped after every commit of this process that enqueues messages for sinks, and
+    /// after every retry an operator asks for through it: a delivery worker in this process
+    /// sends them at once (others find them at their next poll).
+    enqueued: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The columns of an event row, in the order `event_from_row` reads them.
@@ -79,6 +84,7 @@ macro_rules! batch_query {
 }
 
 // Declared after the column macros, which it uses.
+mod deliveries;
 mod subscriptions;
 
 impl PgStore {
@@ -112,7 +118,11 @@ impl PgStore {
             .await
             .map_err(|source| StoreError::Connect { target, source })?;
         probe.close().await?;
-        let store = Self { pool, limits };
+        let store = Self {
+            pool,
+            limits,
+            enqueued: Arc::new(tokio::sync::watch::Sender::new(0)),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -133,6 +143,16 @@ impl PgStore {
 
     pub fn limits(&self) -> StoreLimits {
         self.limits
+    }
+
+    /// Changes after each commit in this process that enqueues messages, and each retry.
+    pub fn enqueues(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.enqueued.subscribe()
+    }
+
+    pub(super) fn signal_enqueued(&self) {
+        self.enqueued
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Wakes listeners after a commit. The notification runs in its own tiny transaction

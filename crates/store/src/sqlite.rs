@@ -37,6 +37,9 @@ pub struct SqliteStore {
     /// Bumped after every commit that appends, so a dispatcher in this process need not
     /// wait for its next poll. A watch channel: a receiver never misses that it changed.
     appended: Arc<watch::Sender<u64>>,
+    /// Bumped after every commit that enqueues messages for sinks, and after every retry an
+    /// operator asks for, so that a delivery worker in this process sends them at once.
+    enqueued: Arc<watch::Sender<u64>>,
 }
 
 macro_rules! event_columns {
@@ -60,6 +63,7 @@ macro_rules! batch_query {
     };
 }
 
+mod deliveries;
 // Declared after the column macros, which it uses.
 mod subscriptions;
 
@@ -104,12 +108,23 @@ impl SqliteStore {
             pool,
             limits,
             appended: Arc::new(watch::Sender::new(0)),
+            enqueued: Arc::new(watch::Sender::new(0)),
         })
     }
 
     /// Changes after each commit in this process that appends events.
     pub fn appends(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
+    }
+
+    /// Changes after each commit in this process that enqueues messages, and each retry.
+    pub fn enqueues(&self) -> watch::Receiver<u64> {
+        self.enqueued.subscribe()
+    }
+
+    pub(super) fn signal_enqueued(&self) {
+        self.enqueued
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     pub(super) fn signal_append(&self) {

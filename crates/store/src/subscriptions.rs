@@ -1,8 +1,8 @@
 //! Durable subscriptions: checkpoints, per-subscription state and parked events.
 //!
 //! The one write that matters is [`SubscriptionStore::commit_batch`]: a batch's emitted
-//! events, its state changes, an optional parked event and the new checkpoint land in one
-//! transaction, and only if the checkpoint is still where the batch started. Two daemons,
+//! events, its state changes, its messages for sinks, an optional parked event and the new
+//! checkpoint land in one transaction, and only if the checkpoint is still where the batch started. Two daemons,
 //! or a daemon and an operator's reset, can therefore never both commit the same batch.
 
 use std::future::Future;
@@ -12,7 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Checkpoint, Filter, StoreError};
-use eventhost_domain::{Event, ExpectedVersion, NewEvent, Position, StreamId};
+use eventhost_domain::{Event, ExpectedVersion, Message, NewEvent, Position, StreamId};
 
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,6 +64,9 @@ pub struct BatchCommit {
     pub appends: Vec<PendingAppend>,
     /// Final values of the keys the batch touched (`None`: deleted).
     pub state: Vec<(String, Option<String>)>,
+    /// Messages to deliver, each enqueued once (a message whose sink already has its id is
+    /// the same message, and is not enqueued again).
+    pub messages: Vec<Message>,
     pub park: Option<Park>,
     /// The parked event this commit resolves (a replay): it is deleted with the commit.
     pub replayed: Option<i64>,
@@ -78,6 +81,7 @@ impl BatchCommit {
             to,
             appends: Vec::new(),
             state: Vec::new(),
+            messages: Vec::new(),
             park: None,
             replayed: None,
         }

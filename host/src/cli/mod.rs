@@ -4,6 +4,7 @@
 //! 3 optimistic-concurrency conflict. Failures print one `error: ...` line on stderr.
 
 mod append;
+mod deliveries;
 mod parked;
 mod plugins;
 mod read;
@@ -70,6 +71,9 @@ enum Command {
     /// List, replay or skip parked events.
     #[command(subcommand)]
     Parked(parked::ParkedCommand),
+    /// List the messages plugins asked to send to sinks; retry dead ones, skip others.
+    #[command(subcommand)]
+    Deliveries(deliveries::DeliveriesCommand),
 }
 
 /// Runs the command line and turns its outcome into an exit code.
@@ -97,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&cli.database_url, args).await,
         Command::Subscriptions(command) => subscriptions::run(&cli.database_url, command).await,
         Command::Parked(command) => parked::run(&cli.database_url, command).await,
+        Command::Deliveries(command) => deliveries::run(&cli.database_url, command).await,
         Command::State(args) => state::run(&cli.database_url, args).await,
         Command::Append(args) => append::run(&cli.database_url, args).await,
         Command::Read(args) => read::run(&cli.database_url, args).await,

@@ -10,11 +10,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use eventhost_dispatch::plugins::SinkNames;
 use eventhost_domain::StoreLimits;
 use eventhost_runtime::{
     FileRules, Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec,
 };
 use eventhost_store::{self as store, PluginRecords};
+
+use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginsCommand {
@@ -38,6 +41,9 @@ pub struct CheckArgs {
     /// Where compiled artifacts are cached.
     #[arg(long, env = "EVENTHOST_CACHE_DIR", default_value = eventhost_runtime::DEFAULT_CACHE_DIR)]
     cache_dir: PathBuf,
+    /// The daemon's configuration file: the sinks a sidecar may grant.
+    #[arg(long, value_name = "FILE", env = "EVENTHOST_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub async fn run(database_url: &str, command: PluginsCommand) -> anyhow::Result<ExitCode> {
@@ -98,28 +104,43 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         follow_symlinks: true,
         ..FileRules::default()
     };
-    // As the daemon loads it: with the limits of its sidecar `NAME.toml`, if any.
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let sinks: SinkNames = config.sinks.names().map(str::to_owned).collect();
+    // As the daemon loads it: with the limits and grants of its sidecar `NAME.toml`, if any.
     let plugin = eventhost_dispatch::plugins::load_plugin(
         &runtime,
         &args.plugin,
         rules,
         StoreLimits::default(),
+        &sinks,
     )
     .await
     .with_context(|| format!("{} is rejected", args.plugin.display()))?;
     let info = plugin.handler.info();
+    let grants = plugin.handler.sinks();
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(info)?)
+        let mut value = serde_json::to_value(info)?;
+        value["sinks"] = serde_json::json!(grants);
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)
     } else {
-        write!(out, "{}", describe(info))
+        write!(out, "{}", describe(info, &grants))
     }
     .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(info: &PluginInfo) -> String {
+fn describe(info: &PluginInfo, sinks: &[&str]) -> String {
     let mut text = format!("{} {}\n", info.name, info.version);
+    let granted = if sinks.is_empty() {
+        "none".to_owned()
+    } else {
+        sinks.join(", ")
+    };
+    text.push_str(&format!("  sinks granted: {granted}\n"));
     for subscription in &info.subscriptions {
         text.push_str(&describe_subscription(&info.name, subscription));
     }

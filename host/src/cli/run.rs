@@ -13,6 +13,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tracing::info;
 
+use crate::config::Config;
 use crate::daemon::{self, DaemonConfig};
 
 #[derive(Debug, clap::Args)]
@@ -20,6 +21,11 @@ pub struct RunArgs {
     /// The folder of plugin files (`*.wasm`, each with an optional `NAME.toml` sidecar).
     #[arg(long, value_name = "DIR", default_value = "plugins")]
     plugins: PathBuf,
+
+    /// The configuration file: sinks for plugins' messages, delivery settings (see
+    /// examples/eventhost.toml). Without one the daemon has no sinks.
+    #[arg(long, value_name = "FILE", env = "EVENTHOST_CONFIG")]
+    config: Option<PathBuf>,
 
     /// Where compiled plugins are cached (only the daemon should write there).
     #[arg(long, value_name = "DIR", env = "EVENTHOST_CACHE_DIR", default_value = DEFAULT_CACHE_DIR)]
@@ -81,7 +87,12 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
         signals.next().await;
         let _ = second.send(());
     });
+    let file = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
     let mut config = DaemonConfig::new(database_url, &args.plugins);
+    config.config = file;
     config.guests = guest_pool(&args);
     config.cache_dir = args.cache_dir;
     config.poll_interval = args.poll_interval_ms.map(Duration::from_millis);

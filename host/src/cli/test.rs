@@ -20,7 +20,8 @@ pub struct TestArgs {
     /// Events to append first, one JSON object per line (the `append` input shape).
     #[arg(long)]
     events: PathBuf,
-    /// Expectations to check: {"state": {SUBSCRIPTION: {KEY: VALUE}}, "emitted": [...], "errors": [...]}.
+    /// Expectations to check: {"state": {SUBSCRIPTION: {KEY: VALUE}}, "emitted": [...],
+    /// "messages": [...], "errors": [...]}.
     #[arg(long)]
     expect: Option<PathBuf>,
     /// Where compiled artifacts are cached.

@@ -99,6 +99,8 @@ pub struct Deployment {
     cache: PathBuf,
     logs: PathBuf,
     runs: usize,
+    /// Environment variables the daemon and the command line get (the sinks' secrets).
+    env: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -118,7 +120,20 @@ impl Deployment {
             cache: compile_cache(),
             logs,
             runs: 0,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for every daemon and command started from now on.
+    pub fn env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// Writes the daemon's configuration file and returns its path, for `--config`.
+    pub fn config(&self, toml: &str) -> String {
+        let path = self.root.join("eventhost.toml");
+        std::fs::write(&path, toml).expect("write the configuration file");
+        path.display().to_string()
     }
 
     /// Copies a component from `dist/` into the plugins folder as `file_name`, replacing any
@@ -162,6 +177,7 @@ impl Deployment {
             .arg("--poll-interval-ms")
             .arg(poll_ms.to_string())
             .args(extra)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "info")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
@@ -183,6 +199,7 @@ impl Deployment {
             .arg("--database-url")
             .arg(&self.database_url)
             .args(args)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env_remove("RUST_LOG")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())

@@ -15,7 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use eventhost_domain::input::EventLine;
-use eventhost_domain::{AppendError, Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{AppendError, Event, ExpectedVersion, Message, NewEvent, StreamId};
 use eventhost_runtime::{
     Effects, FailedBatch, HandleError, LogLine, Plugin, Reads, SubscriptionSpec, capped_batch_size,
 };
@@ -27,7 +27,7 @@ pub const MAX_BATCHES: usize = 100_000;
 
 /// Drives one plugin over an in-memory store.
 pub struct Harness {
-    plugin: Arc<Plugin>,
+    plugin: Plugin,
     store: MemoryStore,
     checkpoints: BTreeMap<String, u64>,
     run: HarnessRun,
@@ -40,6 +40,8 @@ pub struct Harness {
 pub struct HarnessRun {
     /// Events the plugin emitted, as stored, in position order.
     pub emitted: Vec<Event>,
+    /// Messages for sinks the committed batches asked for, in commit order (never sent).
+    pub messages: Vec<Message>,
     /// What each subscription logged, in order.
     pub logs: Vec<SubscriptionLog>,
     /// Events the plugin could not handle.
@@ -92,12 +94,18 @@ impl Harness {
             .map(|subscription| (subscription.name.clone(), 0))
             .collect();
         Self {
-            plugin: Arc::new(plugin),
+            plugin,
             store: MemoryStore::new(),
             checkpoints,
             run: HarnessRun::default(),
             max_batch_size: None,
         }
+    }
+
+    /// Grants the plugin the sinks named in `sinks` (and no other), as an operator's sidecar
+    /// `sinks` does; before the first run.
+    pub fn grant(&mut self, sinks: impl IntoIterator<Item = String>) {
+        self.plugin.grant(sinks);
     }
 
     /// Caps every subscription's batches, as an operator's sidecar `batch_size` does.
@@ -236,6 +244,7 @@ impl Harness {
                 logs: Vec::new(),
             })?;
         self.run.emitted.extend(stored);
+        self.run.messages.extend(effects.messages);
         let namespace = self.namespace(subscription);
         self.store.apply_state(&namespace, &effects.state);
         Ok(())

@@ -29,11 +29,13 @@ use std::path::{Path, PathBuf};
 
 pub use driver::{DriveError, HandlerFailure, Harness, HarnessRun, MAX_BATCHES, SubscriptionLog};
 pub use eventhost_domain::input::{EventLine, InputError, read_event_lines};
-pub use eventhost_domain::{AppendError, Event, ExpectedVersion, Metadata, NewEvent, StreamId};
+pub use eventhost_domain::{
+    AppendError, Event, ExpectedVersion, Message, Metadata, NewEvent, StreamId,
+};
 pub use eventhost_runtime::{LogLevel, LogLine, LogSource, PluginInfo};
 pub use load::{HarnessError, deterministic_runtime, load};
 pub use memory::{CLOCK_START, MemoryStore};
-pub use report::{Expectations, ExpectedEvent, Report, parsed};
+pub use report::{Expectations, ExpectedEvent, ExpectedMessage, Report, parsed};
 pub use serde_json::{Value, json};
 
 /// A plugin loaded into the harness, driven synchronously.
@@ -158,6 +160,20 @@ impl TestPlugin {
     /// The events the plugin emitted, as stored.
     pub fn emitted(&self) -> &[Event] {
         &self.harness.run_so_far().emitted
+    }
+
+    /// Grants the plugin the sinks named in `sinks`, as an operator's sidecar does (a file's
+    /// sidecar `NAME.toml` is read by [`load`](Self::load)). Call it before [`run`](Self::run).
+    pub fn grant(&mut self, sinks: &[&str]) -> &mut Self {
+        self.harness
+            .grant(sinks.iter().map(|sink| (*sink).to_owned()));
+        self
+    }
+
+    /// The messages for sinks the plugin's committed batches asked for, in order. The
+    /// harness records them; it sends nothing.
+    pub fn messages(&self) -> &[Message] {
+        &self.harness.run_so_far().messages
     }
 
     /// Every line the plugin logged, with its subscription.

@@ -1,5 +1,6 @@
 //! Loading a plugin into a fresh harness, as the daemon loads it: the same runtime, the
-//! sidecar's limits and batch-size cap, but fuel instead of wall time and seeded randomness.
+//! sidecar's limits, batch-size cap and sink grants, but fuel instead of wall time and seeded
+//! randomness. Messages for sinks are recorded, not sent.
 
 use std::path::{Path, PathBuf};
 
@@ -35,12 +36,13 @@ pub async fn load(runtime: &Runtime, path: &Path) -> Result<Harness, HarnessErro
         ..FileRules::default()
     };
     let sidecar = read_sidecar(path, rules, StoreLimits::default())?;
-    let plugin: Plugin = runtime
+    let mut plugin: Plugin = runtime
         .load_file(path, rules, sidecar.limits)
         .await
         .map_err(|source| HarnessError::Load {
             path: path.to_owned(),
             source,
         })?;
+    plugin.grant(sidecar.sinks);
     Ok(Harness::new(plugin).with_max_batch_size(sidecar.batch_size))
 }

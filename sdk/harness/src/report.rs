@@ -6,6 +6,8 @@
 //!   "state":   { "<subscription>": { "<key>": <value>, ... } },
 //!   "emitted": [ { "aggregate_type": "...", "aggregate_id": "...", "event_type": "...",
 //!                  "payload": { ... }, "metadata": { ... } } ],
+//!   "messages": [ { "sink": "...", "key": "...", "headers": [["name", "value"]],
+//!                   "body": { ... } } ],
 //!   "errors":  [ "<text each error message contains>" ]
 //! }
 //! ```
@@ -14,6 +16,9 @@
 //!   languages do not matter), else as strings.
 //! - `emitted`: the plugin's emitted events, in order, exactly that many; only the fields an
 //!   entry gives are compared (payload and metadata as JSON).
+//! - `messages`: the messages for sinks the committed batches asked for, in order, exactly
+//!   that many; only the fields an entry gives are compared (`body` as JSON when the body
+//!   parses as JSON, else as text; `key` null for none).
 //! - `errors`: exactly that many failures, in order, each containing the given text;
 //!   `[]` means the plugin must not fail.
 
@@ -22,7 +27,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use eventhost_domain::{Event, Metadata};
+use eventhost_domain::message::BodyText;
+use eventhost_domain::{Event, Message, Metadata};
 use eventhost_runtime::PluginInfo;
 
 use crate::driver::{HandlerFailure, Harness, SubscriptionLog};
@@ -33,6 +39,8 @@ pub struct Report {
     pub plugin: PluginInfo,
     /// Events the plugin emitted, as stored.
     pub emitted: Vec<Event>,
+    /// Messages for sinks, in commit order: recorded, never sent.
+    pub messages: Vec<Message>,
     /// Final state per subscription; values shown as JSON when they parse, else as strings.
     pub state: BTreeMap<String, BTreeMap<String, Value>>,
     pub logs: Vec<SubscriptionLog>,
@@ -60,6 +68,7 @@ impl Report {
         Self {
             plugin: info,
             emitted: run.emitted.clone(),
+            messages: run.messages.clone(),
             state,
             logs: run.logs.clone(),
             errors: run.errors.clone(),
@@ -82,7 +91,25 @@ pub struct Expectations {
     #[serde(default)]
     pub emitted: Option<Vec<ExpectedEvent>>,
     #[serde(default)]
+    pub messages: Option<Vec<ExpectedMessage>>,
+    #[serde(default)]
     pub errors: Option<Vec<String>>,
+}
+
+/// A message as expected; fields left out are not compared.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedMessage {
+    pub sink: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub key: Option<Value>,
+    pub headers: Option<Vec<(String, String)>>,
+    pub body: Option<Value>,
+}
+
+/// A field that is present, even as `null`, is `Some`: `"key": null` expects no key.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// An emitted event as expected; fields left out are not compared.
@@ -105,6 +132,9 @@ impl Expectations {
         }
         if let Some(emitted) = &self.emitted {
             differences.extend(emitted_differences(emitted, &report.emitted));
+        }
+        if let Some(messages) = &self.messages {
+            differences.extend(message_differences(messages, &report.messages));
         }
         if let Some(errors) = &self.errors {
             differences.extend(error_differences(errors, &report.errors));
@@ -149,48 +179,92 @@ fn state_differences(
 }
 
 fn emitted_differences(expected: &[ExpectedEvent], actual: &[Event]) -> Vec<String> {
+    let metadata = |metadata: &Metadata| serde_json::to_value(metadata).unwrap_or(Value::Null);
+    let text = |text: &Option<String>| text.clone().map(Value::String);
+    list_differences("emitted", "events", expected, actual, |want, got| {
+        vec![
+            (
+                "aggregate_type",
+                text(&want.aggregate_type),
+                Value::String(got.aggregate_type.clone()),
+            ),
+            (
+                "aggregate_id",
+                text(&want.aggregate_id),
+                Value::String(got.aggregate_id.clone()),
+            ),
+            (
+                "event_type",
+                text(&want.event_type),
+                Value::String(got.event_type.clone()),
+            ),
+            (
+                "payload",
+                want.payload.clone(),
+                got.payload.value().unwrap_or(Value::Null),
+            ),
+            (
+                "metadata",
+                want.metadata.as_ref().map(metadata),
+                metadata(&got.metadata),
+            ),
+        ]
+    })
+}
+
+fn message_differences(expected: &[ExpectedMessage], actual: &[Message]) -> Vec<String> {
+    let pairs = |headers: &[(String, String)]| serde_json::to_value(headers).unwrap_or(Value::Null);
+    list_differences("messages", "messages", expected, actual, |want, got| {
+        vec![
+            (
+                "sink",
+                want.sink.clone().map(Value::String),
+                Value::String(got.sink.clone()),
+            ),
+            (
+                "key",
+                want.key.clone(),
+                got.key.clone().map_or(Value::Null, Value::String),
+            ),
+            (
+                "headers",
+                want.headers.as_deref().map(pairs),
+                pairs(&got.headers),
+            ),
+            (
+                "body",
+                want.body.clone(),
+                parsed(&BodyText(&got.body).to_string()),
+            ),
+        ]
+    })
+}
+
+/// Compares two lists entry by entry: the count, then each field an expected entry gives
+/// (`fields` returns name, expected value if given, actual value).
+fn list_differences<W, G>(
+    section: &str,
+    noun: &str,
+    expected: &[W],
+    actual: &[G],
+    fields: impl Fn(&W, &G) -> Vec<(&'static str, Option<Value>, Value)>,
+) -> Vec<String> {
     let mut differences = Vec::new();
     if expected.len() != actual.len() {
         differences.push(format!(
-            "emitted: expected {} events, got {}",
+            "{section}: expected {} {noun}, got {}",
             expected.len(),
             actual.len()
         ));
     }
     for (index, (want, got)) in expected.iter().zip(actual).enumerate() {
-        let mut check = |field: &str, want: Option<Value>, got: Value| {
+        for (field, want, got) in fields(want, got) {
             if let Some(want) = want.filter(|want| *want != got) {
                 differences.push(format!(
-                    "emitted[{index}].{field}: expected {want}, got {got}"
+                    "{section}[{index}].{field}: expected {want}, got {got}"
                 ));
             }
-        };
-        check(
-            "aggregate_type",
-            want.aggregate_type.clone().map(Value::String),
-            Value::String(got.aggregate_type.clone()),
-        );
-        check(
-            "aggregate_id",
-            want.aggregate_id.clone().map(Value::String),
-            Value::String(got.aggregate_id.clone()),
-        );
-        check(
-            "event_type",
-            want.event_type.clone().map(Value::String),
-            Value::String(got.event_type.clone()),
-        );
-        check(
-            "payload",
-            want.payload.clone(),
-            got.payload.value().unwrap_or(Value::Null),
-        );
-        let metadata = |metadata: &Metadata| serde_json::to_value(metadata).unwrap_or(Value::Null);
-        check(
-            "metadata",
-            want.metadata.as_ref().map(metadata),
-            metadata(&got.metadata),
-        );
+        }
     }
     differences
 }

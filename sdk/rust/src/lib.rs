@@ -3,7 +3,7 @@
 //! A plugin implements [`Plugin`] and names its type in [`export_plugin!`]; the SDK makes it a
 //! component of the `eventhost:plugin/handler` world, whose bindings are generated here from
 //! the repository's `wit/` package (never hand-copied). Everything a plugin may do outside its
-//! own memory goes through [`emit`], [`read_stream`], [`state`] and [`log`].
+//! own memory goes through [`emit`], [`read_stream`], [`state`], [`deliver`] and [`log`].
 //!
 //! ```no_run
 //! use eventhost_sdk::{Event, HandlerError, Plugin, PluginInfo, Subscription, state};
@@ -29,6 +29,7 @@
 //! encode or decode JSON return a [`HandlerError`], ready for `?` in [`Plugin::handle`].
 //! `?` also turns a [`HostError`] into a [`HandlerError`] (see [`error`]).
 
+pub mod deliver;
 pub mod error;
 mod event;
 mod info;
@@ -51,8 +52,8 @@ pub mod bindings {
 
 pub use bindings::eventhost::plugin::host::{emit, read_stream};
 pub use bindings::eventhost::plugin::types::{
-    Event, ExpectedVersion, HandlerError, HostError, Level, NewEvent, PluginInfo, StartFrom,
-    StreamId, Subscription, VersionConflict,
+    Event, ExpectedVersion, HandlerError, HostError, Level, Message, NewEvent, PluginInfo,
+    StartFrom, StreamId, Subscription, VersionConflict,
 };
 pub use plugin::{Plugin, PluginExport};
 pub use serde_json;

@@ -1,6 +1,6 @@
 //! The plugins folder: every `*.wasm` file in it, each with an optional sidecar `NAME.toml`
-//! (see [`eventhost_runtime::Sidecar`]) in which the operator overrides the plugin's limits
-//! and caps its batch size.
+//! (see [`eventhost_runtime::Sidecar`]) in which the operator overrides the plugin's limits,
+//! caps its batch size and grants it sinks of the daemon's configuration.
 //!
 //! A file that fails to load is reported and skipped: one bad plugin never stops the others.
 //! [`Watcher`] reports changes to the folder; [`Registry`] applies them to the dispatcher.
@@ -11,6 +11,7 @@ mod watcher;
 pub use registry::Registry;
 pub use watcher::{DEBOUNCE, Watcher};
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,7 +34,13 @@ pub enum PluginsError {
     Sidecar(#[from] SidecarError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("its sidecar grants sink `{sink}`, which {configured}")]
+    UnknownSink { sink: String, configured: String },
 }
+
+/// The names of the sinks the daemon's configuration defines: the only ones a sidecar can
+/// grant.
+pub type SinkNames = BTreeSet<String>;
 
 /// The entries of `dir` named `*.wasm`, in name order, whatever they are: one that is not a
 /// regular file is reported when it is loaded, not silently passed over.
@@ -56,16 +63,18 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, PluginsError> {
     Ok(files)
 }
 
-/// Loads one plugin file with its sidecar, both read under `rules`.
+/// Loads one plugin file with its sidecar, both read under `rules`; the sidecar may grant
+/// only sinks named in `sinks`.
 pub async fn load_plugin(
     runtime: &Runtime,
     path: &Path,
     rules: FileRules,
     store_limits: StoreLimits,
+    sinks: &SinkNames,
 ) -> Result<Dispatchable, PluginsError> {
     let sidecar = read_sidecar(path, rules, store_limits)?;
     let bytes = read_plugin_file(path, rules).await?;
-    load_bytes(runtime, path, bytes, sidecar).await
+    load_bytes(runtime, path, bytes, sidecar, sinks).await
 }
 
 /// Loads a plugin from the bytes of the file at `path`, with its sidecar's settings.
@@ -74,14 +83,37 @@ pub(crate) async fn load_bytes(
     path: &Path,
     bytes: Vec<u8>,
     sidecar: Sidecar,
+    sinks: &SinkNames,
 ) -> Result<Dispatchable, PluginsError> {
+    check_grants(&sidecar, sinks)?;
     let label = path.file_name().map_or_else(
         || path.display().to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let plugin = runtime.load(&label, bytes, sidecar.limits).await?;
+    let mut plugin = runtime.load(&label, bytes, sidecar.limits).await?;
+    plugin.grant(sidecar.sinks);
     Ok(Dispatchable {
         handler: Arc::new(plugin),
         max_batch_size: sidecar.batch_size,
+    })
+}
+
+/// Every sink the sidecar grants must be one the daemon's configuration defines.
+fn check_grants(sidecar: &Sidecar, sinks: &SinkNames) -> Result<(), PluginsError> {
+    let Some(unknown) = sidecar.sinks.iter().find(|sink| !sinks.contains(*sink)) else {
+        return Ok(());
+    };
+    let configured = if sinks.is_empty() {
+        "is not configured: the daemon's configuration (--config) defines no sinks".to_owned()
+    } else {
+        let names: Vec<&str> = sinks.iter().map(String::as_str).collect();
+        format!(
+            "is not configured: the daemon's configuration defines {}",
+            names.join(", ")
+        )
+    };
+    Err(PluginsError::UnknownSink {
+        sink: unknown.clone(),
+        configured,
     })
 }

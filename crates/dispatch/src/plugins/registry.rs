@@ -18,7 +18,7 @@ use eventhost_runtime::{
 };
 use eventhost_store::{PluginRecord, PluginRecords, Store};
 
-use super::{PluginsError, load_bytes, plugin_files};
+use super::{PluginsError, SinkNames, load_bytes, plugin_files};
 use crate::Dispatcher;
 use crate::shutdown::Shutdown;
 
@@ -35,18 +35,28 @@ pub struct Registry {
     runtime: Runtime,
     store: Store,
     rules: FileRules,
+    /// The sinks a sidecar may grant.
+    sinks: SinkNames,
     files: HashMap<PathBuf, FileState>,
     /// The daemon's shutdown: a load in progress (compiling, `describe`) is dropped for it.
     shutdown: Shutdown,
 }
 
 impl Registry {
-    /// A registry reading plugin files under `rules` until `shutdown`.
-    pub fn new(runtime: Runtime, store: Store, rules: FileRules, shutdown: Shutdown) -> Self {
+    /// A registry reading plugin files under `rules` until `shutdown`, whose sidecars may
+    /// grant the sinks named in `sinks`.
+    pub fn new(
+        runtime: Runtime,
+        store: Store,
+        rules: FileRules,
+        sinks: SinkNames,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             runtime,
             store,
             rules,
+            sinks,
             files: HashMap::new(),
             shutdown,
         }
@@ -100,7 +110,7 @@ impl Registry {
             Ok(sidecar) => {
                 let mut shutdown = self.shutdown.clone();
                 tokio::select! {
-                    loaded = load_bytes(&self.runtime, path, bytes, sidecar) => loaded,
+                    loaded = load_bytes(&self.runtime, path, bytes, sidecar, &self.sinks) => loaded,
                     () = shutdown.requested() => {
                         info!(file = %file, "stopping: the plugin file is left unloaded");
                         return;

@@ -5,7 +5,7 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{PgStore, append_error, append_rows, event_from_row, parse_tx};
+use super::{PgStore, append_error, append_rows, deliveries, event_from_row, parse_tx};
 use crate::subscriptions::{Definition, like_prefix};
 use crate::{
     BatchCommit, Checkpoint, DefinedSubscription, Filter, ParkedEvent, ParkedSelection, StoreError,
@@ -128,6 +128,7 @@ impl PgStore {
                 .execute(&mut **tx)
                 .await?;
         }
+        deliveries::enqueue_in(tx, &commit.subscription, &commit.messages).await?;
         if let Some(park) = &commit.park {
             sqlx::query(
                 "INSERT INTO eventhost.parked (subscription, event_id, event_position, error, attempts)
@@ -173,14 +174,15 @@ impl PgStore {
     }
 }
 
-/// How a batch's transaction begins. A batch that appends no event writes only what the
-/// durable events can rebuild (its checkpoint, its state, a parked entry): it commits without
-/// waiting for the WAL flush. A server crash may then lose its last such commits, each whole
-/// (checkpoint and state together), and the daemon runs those batches again: effects stay
-/// exactly once, and the wait leaves the path from an append to the next batch's handler. A
-/// batch that appends events records new facts and waits for them to be durable.
+/// How a batch's transaction begins. A batch that appends no event and enqueues no message
+/// writes only what the durable events can rebuild (its checkpoint, its state, a parked
+/// entry): it commits without waiting for the WAL flush. A server crash may then lose its
+/// last such commits, each whole (checkpoint and state together), and the daemon runs those
+/// batches again: effects stay exactly once, and the wait leaves the path from an append to
+/// the next batch's handler. A batch that appends events records new facts, and one that
+/// enqueues messages may see them sent at once: both wait for their commit to be durable.
 fn begin_statement(commit: &BatchCommit) -> &'static str {
-    if commit.appends.is_empty() {
+    if commit.appends.is_empty() && commit.messages.is_empty() {
         "BEGIN; SET LOCAL synchronous_commit = off"
     } else {
         "BEGIN"
@@ -307,6 +309,9 @@ impl SubscriptionStore for PgStore {
         tx.commit().await?;
         if !commit.appends.is_empty() {
             self.notify().await?;
+        }
+        if !commit.messages.is_empty() {
+            self.signal_enqueued();
         }
         Ok(())
     }

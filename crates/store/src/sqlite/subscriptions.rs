@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{SqliteStore, append_in, event_from_row, parse_json};
+use super::{SqliteStore, append_in, deliveries, event_from_row, parse_json};
 use crate::subscriptions::{Definition, like_prefix};
 use crate::{
     BatchCommit, Checkpoint, DefinedSubscription, Filter, ParkedEvent, ParkedSelection, StoreError,
@@ -111,6 +111,7 @@ impl SqliteStore {
             };
             query.execute(&mut *conn).await?;
         }
+        deliveries::enqueue_in(conn, &commit.subscription, &commit.messages).await?;
         if let Some(park) = &commit.park {
             sqlx::query(
                 "INSERT INTO parked (subscription, event_id, event_position, error, attempts, parked_at)
@@ -257,6 +258,9 @@ impl SubscriptionStore for SqliteStore {
         tx.commit().await?;
         if !commit.appends.is_empty() {
             self.signal_append();
+        }
+        if !commit.messages.is_empty() {
+            self.signal_enqueued();
         }
         Ok(())
     }

@@ -1,0 +1,180 @@
+//! The daemon's configuration file: the operator's sinks and how messages are delivered to
+//! them. Given by `--config PATH` or `EVENTHOST_CONFIG`; without one the daemon has no sinks.
+//! `examples/eventhost.toml` is a commented example.
+//!
+//! ```toml
+//! [deliveries]
+//! poll_ms = 1000               # the longest a worker waits before looking for messages again
+//! keep_delivered_hours = 168   # delivered messages are listed for this long, then pruned
+//!
+//! [sinks.billing-webhook]      # see `eventhost_deliveries::config`
+//! kind = "http"
+//! url = "https://billing.example.com/hooks/orders"
+//! signing_secret_env = "BILLING_WEBHOOK_SECRET"
+//! ```
+//!
+//! The file holds no secret: settings ending in `_env` name the environment variable that
+//! holds one. Anything wrong stops start-up with one line naming the file, the place and the
+//! setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use eventhost_deliveries::{DeliverySettings, SinkConfig, Sinks};
+
+/// The most bytes of a configuration file.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// What the configuration file says, checked, with its secrets read.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub sinks: Sinks,
+    pub deliveries: DeliverySettings,
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    deliveries: DeliveriesSection,
+    #[serde(default)]
+    sinks: BTreeMap<String, SinkConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesSection {
+    poll_ms: Option<u64>,
+    keep_delivered_hours: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is over {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("invalid configuration file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks the file at `path`, secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read(path)?;
+        Self::parse(path, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Checks the configuration in `text` (read from `path`), secrets read through `env`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|error| invalid(located(text, &error)))?;
+        let sinks = Sinks::build(file.sinks, env).map_err(|error| invalid(error.to_string()))?;
+        let defaults = DeliverySettings::default();
+        let deliveries = DeliverySettings {
+            poll: match file.deliveries.poll_ms {
+                Some(0) => return Err(invalid("deliveries.poll_ms must be at least 1".to_owned())),
+                Some(ms) => Duration::from_millis(ms),
+                None => defaults.poll,
+            },
+            keep_delivered: file
+                .deliveries
+                .keep_delivered_hours
+                .map_or(defaults.keep_delivered, |hours| {
+                    Duration::from_secs(hours.saturating_mul(3600))
+                }),
+        };
+        Ok(Self { sinks, deliveries })
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_error)
+}
+
+/// Where a TOML error is and what was expected, on one line.
+fn located(text: &str, error: &toml::de::Error) -> String {
+    let at = error.span().map_or(0, |span| span.start).min(text.len());
+    let before = &text.as_bytes()[..at];
+    let line = before.iter().filter(|byte| **byte == b'\n').count() + 1;
+    let message = error.message().lines().next().unwrap_or_default();
+    format!("line {line}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("eventhost.toml"), text, |name| {
+            (name == "SECRET").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
+        })
+    }
+
+    #[test]
+    fn the_commented_example_is_a_valid_configuration() {
+        let text = include_str!("../../examples/eventhost.toml");
+        let env = |name: &str| {
+            let values = [
+                (
+                    "BILLING_WEBHOOK_SECRET",
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                ),
+                ("BILLING_API_TOKEN", "Bearer t"),
+            ];
+            values
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        let config = Config::parse(Path::new("examples/eventhost.toml"), text, env).unwrap();
+        let names: Vec<&str> = config.sinks.names().collect();
+        assert_eq!(names, ["billing-webhook", "order-events"]);
+    }
+
+    #[test]
+    fn a_bad_file_is_one_line_naming_the_file_and_the_place() {
+        let message = parse(
+            "[sinks.a]\nkind = \"http\"\nurl = \"https://x/\"\nsigning_secret_env = \"NOPE\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            message,
+            "invalid configuration file eventhost.toml: sink `a`: signing_secret_env: the environment variable NOPE is not set"
+        );
+        let message = parse("[sinks.a]\nkind = \"http\"\nurl = \"https://x/\"\n\n[other]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("line 5") && message.contains("unknown field"),
+            "{message}"
+        );
+        assert!(parse("").unwrap().sinks.is_empty());
+    }
+}
