@@ -1,5 +1,6 @@
-//! The daemon's configuration file: the operator's sinks and how messages are delivered to
-//! them. Given by `--config PATH` or `EVENTHOST_CONFIG`; without one the daemon has no sinks.
+//! The daemon's configuration file: the operator's sinks, how messages are delivered to
+//! them, and relays (subscriptions that forward events to a sink with no plugin). Given by
+//! `--config PATH` or `EVENTHOST_CONFIG`; without one the daemon has no sinks and no relays.
 //! `examples/eventhost.toml` is a commented example.
 //!
 //! ```toml
@@ -11,6 +12,10 @@
 //! kind = "http"
 //! url = "https://billing.example.com/hooks/orders"
 //! signing_secret_env = "BILLING_WEBHOOK_SECRET"
+//!
+//! [relays.orders]              # subscription `relay.orders`
+//! sink = "order-events"
+//! aggregate_types = ["order"]
 //! ```
 //!
 //! The file holds no secret: settings ending in `_env` name the environment variable that
@@ -24,6 +29,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use eventhost_deliveries::{DeliverySettings, SinkConfig, Sinks};
+use eventhost_dispatch::relay::RelaySpec;
+use eventhost_runtime::StartFrom;
 
 /// The most bytes of a configuration file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -33,6 +40,7 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub struct Config {
     pub sinks: Sinks,
     pub deliveries: DeliverySettings,
+    pub relays: Vec<RelaySpec>,
 }
 
 /// The file as written.
@@ -43,6 +51,36 @@ struct ConfigFile {
     deliveries: DeliveriesSection,
     #[serde(default)]
     sinks: BTreeMap<String, SinkConfig>,
+    #[serde(default)]
+    relays: BTreeMap<String, RelayConfig>,
+}
+
+/// A `[relays.NAME]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayConfig {
+    sink: String,
+    #[serde(default)]
+    aggregate_types: Vec<String>,
+    #[serde(default)]
+    event_types: Vec<String>,
+    #[serde(default)]
+    start_from: Start,
+    #[serde(default = "default_relay_batch")]
+    batch_size: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Start {
+    #[default]
+    Beginning,
+    Now,
+}
+
+/// A relay's batch size when its table gives none.
+fn default_relay_batch() -> u32 {
+    100
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +123,7 @@ impl Config {
         let file: ConfigFile =
             toml::from_str(text).map_err(|error| invalid(located(text, &error)))?;
         let sinks = Sinks::build(file.sinks, env).map_err(|error| invalid(error.to_string()))?;
+        let relays = relays(file.relays, &sinks).map_err(invalid)?;
         let defaults = DeliverySettings::default();
         let deliveries = DeliverySettings {
             poll: match file.deliveries.poll_ms {
@@ -99,8 +138,39 @@ impl Config {
                     Duration::from_secs(hours.saturating_mul(3600))
                 }),
         };
-        Ok(Self { sinks, deliveries })
+        Ok(Self {
+            sinks,
+            deliveries,
+            relays,
+        })
     }
+}
+
+/// The relays, each sending to a sink of the configuration; their names and filters are
+/// checked when the daemon installs them, as a plugin's are.
+fn relays(configs: BTreeMap<String, RelayConfig>, sinks: &Sinks) -> Result<Vec<RelaySpec>, String> {
+    configs
+        .into_iter()
+        .map(|(name, config)| {
+            if !sinks.names().any(|sink| sink == config.sink) {
+                return Err(format!(
+                    "relay `{name}`: sink `{}` is not defined in [sinks]",
+                    config.sink
+                ));
+            }
+            Ok(RelaySpec {
+                name,
+                sink: config.sink,
+                aggregate_types: config.aggregate_types,
+                event_types: config.event_types,
+                start_from: match config.start_from {
+                    Start::Beginning => StartFrom::Beginning,
+                    Start::Now => StartFrom::Now,
+                },
+                batch_size: config.batch_size,
+            })
+        })
+        .collect()
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -155,6 +225,8 @@ mod tests {
         let config = Config::parse(Path::new("examples/eventhost.toml"), text, env).unwrap();
         let names: Vec<&str> = config.sinks.names().collect();
         assert_eq!(names, ["billing-webhook", "order-events"]);
+        assert_eq!(config.relays.len(), 1);
+        assert_eq!(config.relays[0].sink, "order-events");
     }
 
     #[test]
@@ -176,5 +248,12 @@ mod tests {
             "{message}"
         );
         assert!(parse("").unwrap().sinks.is_empty());
+        let message = parse("[relays.r]\nsink = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("relay `r`: sink `nope` is not defined"),
+            "{message}"
+        );
     }
 }

@@ -6,12 +6,16 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventhost_deliveries::{ConfigError as SinkError, Deliveries};
 use eventhost_dispatch::plugins::{PluginsError, Registry, SinkNames, Watcher};
+use eventhost_dispatch::relay::Relays;
 use eventhost_dispatch::shutdown::{Shutdown, ShutdownTrigger};
-use eventhost_dispatch::{BATCH_BYTES, DispatchConfig, Dispatcher, MAX_SUBSCRIPTIONS};
+use eventhost_dispatch::{
+    BATCH_BYTES, DispatchConfig, Dispatchable, Dispatcher, MAX_SUBSCRIPTIONS,
+};
 use eventhost_runtime::{
     DEFAULT_CACHE_DIR, FileRules, GuestPool, Runtime, RuntimeConfig, RuntimeError,
 };
@@ -95,6 +99,8 @@ pub enum DaemonError {
     Plugins(#[from] PluginsError),
     #[error("cannot start the delivery workers: {0}")]
     Deliveries(#[from] SinkError),
+    #[error("cannot start the relays: {0}")]
+    Relays(String),
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops taking batches and lets those in
@@ -154,6 +160,16 @@ impl Daemon {
         let watcher = Watcher::new(&folder)?;
         let mut dispatcher =
             Dispatcher::start(store.clone(), config.dispatch_config(&store)).await?;
+        if !config.config.relays.is_empty() {
+            let relays = Relays::new(&config.config.relays).map_err(DaemonError::Relays)?;
+            dispatcher
+                .install(Dispatchable {
+                    handler: Arc::new(relays),
+                    max_batch_size: None,
+                })
+                .await
+                .map_err(|error| DaemonError::Relays(error.to_string()))?;
+        }
         let deliveries =
             Deliveries::start(&store, &config.config.sinks, &config.config.deliveries)?;
         let sinks: SinkNames = config.config.sinks.names().map(str::to_owned).collect();

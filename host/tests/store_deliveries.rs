@@ -141,11 +141,10 @@ async fn attempts_are_recorded_and_operators_retry_and_skip_what_they_apply_to<
         at: later,
     };
     assert!(store.record_attempt(a, &retry).await.unwrap());
-    assert!(
-        store
-            .record_attempt(b, &AttemptOutcome::Delivered)
-            .await
-            .unwrap()
+    assert_eq!(
+        store.record_delivered(&[b, i64::MAX]).await.unwrap(),
+        1,
+        "a batch of successes, recorded for the rows that exist"
     );
     let dead = AttemptOutcome::Dead {
         error: "the receiver answered 400".to_owned(),

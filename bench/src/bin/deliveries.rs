@@ -292,6 +292,7 @@ async fn latency(
     config.config = Config {
         sinks: sinks.clone(),
         deliveries: DeliverySettings::default(),
+        relays: Vec::new(),
     };
     let (stop, stopped) = watch::channel(false);
     let daemon = tokio::spawn(daemon::run(

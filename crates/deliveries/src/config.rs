@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use eventhost_domain::Message;
+
 /// Every sink of the configuration, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Sinks(BTreeMap<String, Sink>);
@@ -124,18 +126,77 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A URL or subject with `{key}` placeholders.
+/// A URL or subject with placeholders taken from each message: `{key}` (its ordering key),
+/// and `{aggregate_type}`, `{aggregate_id}`, `{event_type}` (its `eventhost-aggregate-type`,
+/// `eventhost-aggregate-id`, `eventhost-event-type` headers, which relays set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(String);
 
+/// The placeholders a template may use, and the header each comes from (`None`: the key).
+const PLACEHOLDERS: [(&str, Option<&str>); 4] = [
+    ("{key}", None),
+    ("{aggregate_type}", Some("eventhost-aggregate-type")),
+    ("{aggregate_id}", Some("eventhost-aggregate-id")),
+    ("{event_type}", Some("eventhost-event-type")),
+];
+
 impl Template {
-    /// The text with every `{key}` replaced by `encode(key)`; `None` when it has a `{key}`
-    /// and the message has no key.
-    pub fn render(&self, key: Option<&str>, encode: impl Fn(&str) -> String) -> Option<String> {
-        if !self.0.contains("{key}") {
-            return Some(self.0.clone());
+    /// A template, if every `{...}` in it is a known placeholder.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut rest = text;
+        while let Some(start) = rest.find('{') {
+            let end = rest[start..]
+                .find('}')
+                .map(|end| start + end + 1)
+                .ok_or_else(|| format!("{text:?} opens a `{{` it does not close"))?;
+            let placeholder = &rest[start..end];
+            if !PLACEHOLDERS.iter().any(|(known, _)| *known == placeholder) {
+                return Err(format!(
+                    "{text:?} uses {placeholder}; known are {{key}}, {{aggregate_type}}, \
+                     {{aggregate_id}} and {{event_type}}"
+                ));
+            }
+            rest = &rest[end..];
         }
-        key.map(|key| self.0.replace("{key}", &encode(key)))
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The text with each placeholder replaced by `encode` of the message's value; an error
+    /// names a placeholder the message has no value for.
+    pub fn render(
+        &self,
+        message: &Message,
+        encode: impl Fn(&str) -> String,
+    ) -> Result<String, String> {
+        let mut text = self.0.clone();
+        for (placeholder, header) in PLACEHOLDERS {
+            if !text.contains(placeholder) {
+                continue;
+            }
+            let value = match header {
+                None => message.key.as_deref(),
+                Some(header) => message
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(header))
+                    .map(|(_, value)| value.as_str()),
+            };
+            let value = value.ok_or_else(|| {
+                format!("the sink's address uses {placeholder} and the message has none")
+            })?;
+            text = text.replace(placeholder, &encode(value));
+        }
+        Ok(text)
+    }
+
+    /// The text with every placeholder replaced by `sample`: what a configuration is checked
+    /// on.
+    fn sample(&self, sample: &str) -> String {
+        PLACEHOLDERS
+            .iter()
+            .fold(self.0.clone(), |text, (placeholder, _)| {
+                text.replace(placeholder, sample)
+            })
     }
 
     pub fn as_str(&self) -> &str {
@@ -302,8 +363,8 @@ fn http_target(
     signing_secret_env: Option<String>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<HttpTarget, String> {
-    let url = Template(url);
-    let sample = url.render(Some("key"), str::to_owned).unwrap_or_default();
+    let url = Template::parse(&url).map_err(|error| format!("url: {error}"))?;
+    let sample = url.sample("key");
     let parsed =
         reqwest::Url::parse(&sample).map_err(|error| format!("url does not parse: {error}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -385,13 +446,8 @@ fn nats_target(url: String, subject: String, auth: NatsAuth) -> Result<NatsTarge
             );
         }
     }
-    let sample = subject.replace("{key}", "key");
-    let valid = !sample.is_empty()
-        && sample
-            .split('.')
-            .all(|token| !token.is_empty() && !token.contains(['*', '>']))
-        && !sample.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !valid {
+    let template = Template::parse(&subject).map_err(|error| format!("subject: {error}"))?;
+    if !is_subject(&template.sample("key")) {
         return Err(format!(
             "subject {subject:?} is not a NATS subject to publish to (dot-separated tokens, \
              no wildcards or spaces)"
@@ -399,9 +455,19 @@ fn nats_target(url: String, subject: String, auth: NatsAuth) -> Result<NatsTarge
     }
     Ok(NatsTarget {
         url,
-        subject: Template(subject),
+        subject: template,
         auth,
     })
+}
+
+/// Whether `subject` is one a message can be published to: dot-separated tokens, no
+/// wildcards, spaces or control characters.
+pub(crate) fn is_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject
+            .split('.')
+            .all(|token| !token.is_empty() && !token.contains(['*', '>']))
+        && !subject.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn nats_auth(
@@ -608,18 +674,50 @@ subject = "s""#,
         }
     }
 
+    fn message(key: Option<&str>, headers: &[(&str, &str)]) -> Message {
+        Message {
+            id: "m".to_owned(),
+            sink: "s".to_owned(),
+            key: key.map(str::to_owned),
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
     #[test]
-    fn a_template_needs_a_key_only_when_it_uses_one() {
-        let fixed = Template("orders.paid".to_owned());
+    fn a_template_takes_the_key_and_the_event_headers_a_message_has() {
+        let fixed = Template::parse("orders.paid").unwrap();
         assert_eq!(
-            fixed.render(None, str::to_owned).as_deref(),
-            Some("orders.paid")
+            fixed.render(&message(None, &[]), str::to_owned).as_deref(),
+            Ok("orders.paid")
         );
-        let keyed = Template("orders.{key}".to_owned());
-        assert_eq!(keyed.render(None, str::to_owned), None);
+        let keyed = Template::parse("orders.{key}").unwrap();
+        let missing = keyed
+            .render(&message(None, &[]), str::to_owned)
+            .unwrap_err();
+        assert!(missing.contains("{key}"), "{missing}");
         assert_eq!(
-            keyed.render(Some("o-1"), str::to_owned).as_deref(),
-            Some("orders.o-1")
+            keyed
+                .render(&message(Some("o-1"), &[]), str::to_owned)
+                .as_deref(),
+            Ok("orders.o-1")
         );
+        let relay = Template::parse("events.{aggregate_type}.{event_type}").unwrap();
+        let event = message(
+            Some("o-1"),
+            &[
+                ("eventhost-aggregate-type", "order"),
+                ("eventhost-event-type", "order.paid"),
+            ],
+        );
+        assert_eq!(
+            relay.render(&event, str::to_owned).as_deref(),
+            Ok("events.order.order.paid")
+        );
+        assert!(Template::parse("x.{nope}").unwrap_err().contains("{nope}"));
+        assert!(Template::parse("x.{key").is_err());
     }
 }

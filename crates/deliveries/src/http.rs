@@ -57,13 +57,11 @@ impl HttpSender {
         let url = self
             .target
             .url
-            .render(message.key.as_deref(), |key| {
-                percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
+            .render(message, |value| {
+                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
                     .to_string()
             })
-            .ok_or_else(|| {
-                Failure::permanent("the sink's url uses {key} and the message has no key")
-            })?;
+            .map_err(Failure::permanent)?;
         let headers = self.headers(message)?;
         let response = self
             .client

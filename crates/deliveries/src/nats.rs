@@ -8,7 +8,7 @@
 
 use tokio::sync::OnceCell;
 
-use super::config::{DeliveryPolicy, NatsAuth, NatsTarget};
+use super::config::{DeliveryPolicy, NatsAuth, NatsTarget, is_subject};
 use super::send::Failure;
 use eventhost_domain::Message;
 
@@ -31,13 +31,11 @@ impl NatsSender {
         let subject = self
             .target
             .subject
-            .render(message.key.as_deref(), str::to_owned)
-            .ok_or_else(|| {
-                Failure::permanent("the sink's subject uses {key} and the message has no key")
-            })?;
-        if subject.contains(|c: char| c.is_whitespace() || c == '*' || c == '>') {
+            .render(message, str::to_owned)
+            .map_err(Failure::permanent)?;
+        if !is_subject(&subject) {
             return Err(Failure::permanent(format!(
-                "the message's key makes {subject:?}, which is not a subject to publish to"
+                "the message makes {subject:?}, which is not a subject to publish to"
             )));
         }
         let context = self.context.get_or_try_init(|| self.connect()).await?;

@@ -14,6 +14,7 @@ mod handler;
 pub mod plugins;
 mod progress;
 mod reads;
+pub mod relay;
 pub mod shutdown;
 mod wakeup;
 mod worker;

@@ -61,7 +61,7 @@ impl PluginInfo {
 
     /// Checks what `describe` returned; the error lists every problem found.
     pub(crate) fn from_wit(info: wit::PluginInfo) -> Result<Self, String> {
-        let info = Self {
+        Self {
             name: info.name,
             version: info.version,
             subscriptions: info
@@ -69,10 +69,16 @@ impl PluginInfo {
                 .into_iter()
                 .map(SubscriptionSpec::from)
                 .collect(),
-        };
-        let problems = info.problems();
+        }
+        .validated()
+    }
+
+    /// The description, if it passes the checks a plugin's `describe` must pass (names,
+    /// filters, batch sizes); else every problem found. For handlers the daemon builds itself.
+    pub fn validated(self) -> Result<Self, String> {
+        let problems = self.problems();
         if problems.is_empty() {
-            Ok(info)
+            Ok(self)
         } else {
             Err(problems.join("; "))
         }

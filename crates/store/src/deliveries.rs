@@ -128,6 +128,11 @@ pub trait DeliveryStore: Send + Sync {
         outcome: &AttemptOutcome,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Records successful attempts on the pending messages `ids`, in one statement; returns
+    /// how many were still pending.
+    fn record_delivered(&self, ids: &[i64])
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     fn deliveries(
         &self,
         query: &DeliveryQuery,

@@ -383,6 +383,10 @@ impl DeliveryStore for Store {
         delegate!(self, "recording a delivery attempt", store => store.record_attempt(id, outcome))
     }
 
+    async fn record_delivered(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        delegate!(self, "recording deliveries", store => store.record_delivered(ids))
+    }
+
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
         delegate!(self, "listing messages", store => store.deliveries(query))
     }

@@ -20,6 +20,7 @@ use eventhost_store::{PluginRecord, PluginRecords, Store};
 
 use super::{PluginsError, SinkNames, load_bytes, plugin_files};
 use crate::Dispatcher;
+use crate::relay::RELAY_PLUGIN;
 use crate::shutdown::Shutdown;
 
 /// What a file last provided.
@@ -128,6 +129,14 @@ impl Registry {
         };
         let info = dispatchable.handler.info();
         let (name, version) = (info.name.clone(), info.version.clone());
+        if name == RELAY_PLUGIN {
+            let message = format!(
+                "the plugin name `{RELAY_PLUGIN}` is the daemon's own, for the relays of its \
+                 configuration: give the plugin another name"
+            );
+            self.note_seen(path, seen);
+            return self.reject(path, hash, message).await;
+        }
         if let Some(owner) = self.owner_of(&name, path).await {
             let message = format!(
                 "plugin {name} belongs to {owner}, which provided it first; a plugin's \

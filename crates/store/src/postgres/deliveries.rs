@@ -149,6 +149,18 @@ impl DeliveryStore for PgStore {
         Ok(query.execute(self.pool()).await?.rows_affected() == 1)
     }
 
+    async fn record_delivered(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE eventhost.deliveries SET status = 'delivered', attempts = attempts + 1,
+                 last_error = NULL, finished_at = now()
+             WHERE id = ANY($1) AND status = 'pending'",
+        )
+        .bind(ids)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
         let mut sql = QueryBuilder::<Postgres>::new(concat!(
             "SELECT ",

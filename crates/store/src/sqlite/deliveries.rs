@@ -142,6 +142,21 @@ impl DeliveryStore for SqliteStore {
         Ok(query.execute(&self.pool).await?.rows_affected() == 1)
     }
 
+    async fn record_delivered(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        let ids = serde_json::to_string(ids)
+            .map_err(|error| StoreError::Invalid(format!("delivery ids: {error}")))?;
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,
+                 last_error = NULL, finished_at = ?2
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'",
+        )
+        .bind(ids)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
         let mut sql = QueryBuilder::<Sqlite>::new(concat!(
             "SELECT ",
