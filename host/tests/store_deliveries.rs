@@ -77,7 +77,10 @@ async fn a_committed_batch_enqueues_its_messages_once_and_a_refused_one_none<
     ];
     store.commit_batch(&commit).await.unwrap();
 
-    let pending = store.pending_deliveries("hooks", 100).await.unwrap();
+    let pending = store
+        .pending_deliveries("hooks", 100, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(ids(&pending), ["notifier.paid:2:0", "notifier.paid:2:2"]);
     assert_eq!(pending[0].message, commit.messages[0], "stored as asked");
     assert_eq!(pending[0].subscription, SUB);
@@ -89,8 +92,18 @@ async fn a_committed_batch_enqueues_its_messages_once_and_a_refused_one_none<
         pending[0].id < pending[1].id,
         "enqueue order is the batch's"
     );
+    let first = store.pending_deliveries("hooks", 100, 1).await.unwrap();
     assert_eq!(
-        store.pending_deliveries("events", 100).await.unwrap().len(),
+        ids(&first),
+        ["notifier.paid:2:0"],
+        "a read ends at its byte bound"
+    );
+    assert_eq!(
+        store
+            .pending_deliveries("events", 100, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 
@@ -110,7 +123,10 @@ async fn a_committed_batch_enqueues_its_messages_once_and_a_refused_one_none<
         message("notifier.paid:3:0", "hooks", Some("o-2")),
     ];
     store.commit_batch(&replayed).await.unwrap();
-    let pending = store.pending_deliveries("hooks", 100).await.unwrap();
+    let pending = store
+        .pending_deliveries("hooks", 100, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(
         ids(&pending),
         [
@@ -132,7 +148,10 @@ async fn attempts_are_recorded_and_operators_retry_and_skip_what_they_apply_to<
         .map(|n| message(&format!("notifier.paid:1:{n}"), "hooks", None))
         .collect();
     store.commit_batch(&commit).await.unwrap();
-    let pending = store.pending_deliveries("hooks", 100).await.unwrap();
+    let pending = store
+        .pending_deliveries("hooks", 100, usize::MAX)
+        .await
+        .unwrap();
     let [a, b, c, d] = [0, 1, 2, 3].map(|n| pending[n].id);
 
     let later = Utc::now() + chrono::Duration::seconds(60);
@@ -227,7 +246,10 @@ async fn attempts_are_recorded_and_operators_retry_and_skip_what_they_apply_to<
             .unwrap(),
         "a skipped message stays skipped"
     );
-    let pending = store.pending_deliveries("hooks", 100).await.unwrap();
+    let pending = store
+        .pending_deliveries("hooks", 100, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(ids(&pending), ["notifier.paid:1:0", "notifier.paid:1:2"]);
     assert_eq!(
         pending[1].attempts, 0,

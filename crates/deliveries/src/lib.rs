@@ -24,7 +24,7 @@ use tracing::{info, warn};
 pub use config::{ConfigError, DeliveryPolicy, Secret, Sink, SinkConfig, Sinks, Target};
 pub use http::install_crypto_provider;
 pub use send::Failure;
-pub use worker::PAGE;
+pub use worker::{PAGE, PAGE_BYTES};
 
 use eventhost_store::{DeliveryStore, Store};
 use worker::SinkWorker;

@@ -27,8 +27,13 @@ use super::config::{DeliveryPolicy, Sink};
 use super::send::{Failure, Sender};
 use eventhost_store::{AttemptOutcome, Delivery, DeliveryStore, Store, StoreError};
 
-/// The most pending messages one round reads.
-pub const PAGE: usize = 1000;
+/// The most pending messages one round reads. A round ends when its slowest lane does, and
+/// its reads and writes are fixed costs: the larger the round, the less they weigh.
+pub const PAGE: usize = 5000;
+
+/// The most bytes of messages (bodies and headers) one round holds: a round ends after the
+/// message that reaches it, however many fewer than [`PAGE`] that makes.
+pub const PAGE_BYTES: usize = 16 << 20;
 
 pub(crate) struct SinkWorker {
     name: String,
@@ -117,8 +122,12 @@ impl SinkWorker {
         if let Some(until) = resting {
             return Ok(Round::Wait(Some(until)));
         }
-        let pending = self.store.pending_deliveries(&self.name, PAGE).await?;
-        let full_page = pending.len() == PAGE;
+        let pending = self
+            .store
+            .pending_deliveries(&self.name, PAGE, PAGE_BYTES)
+            .await?;
+        let held: usize = pending.iter().map(|d| d.message.size() as usize).sum();
+        let full_page = pending.len() == PAGE || held >= PAGE_BYTES;
         let now = Utc::now();
         let mut next_due: Option<DateTime<Utc>> = None;
         let mut ready = Vec::new();

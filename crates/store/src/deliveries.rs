@@ -112,12 +112,15 @@ pub enum DeliverySelection<'a> {
 
 /// The outbox operations every store offers.
 pub trait DeliveryStore: Send + Sync {
-    /// The pending messages of `sink`, in enqueue order, at most `limit`, due or not: the
-    /// worker decides, per ordering key, which it may send now.
+    /// The pending messages of `sink`, in enqueue order, due or not (the worker decides, per
+    /// ordering key, which it may send now): at most `limit`, and none after the one whose
+    /// body and headers bring the total to `bytes`, so a worker holds a bounded amount
+    /// however large the messages.
     fn pending_deliveries(
         &self,
         sink: &str,
         limit: usize,
+        bytes: usize,
     ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
 
     /// Records an attempt on a pending message (one an operator skipped meanwhile stays

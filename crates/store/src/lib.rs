@@ -78,26 +78,32 @@ impl BatchLimit {
     }
 }
 
-/// Decodes rows from `rows` into entries until `bytes` of event text are held; the rows
+/// Decodes rows from `rows` until the decoded items' `size` adds up to `bytes`; the rows
 /// after are never decoded (the query's `LIMIT` already bounds their number).
-async fn collect_batch<R>(
+async fn collect_until<R, T>(
     rows: impl futures::Stream<Item = Result<R, sqlx::Error>>,
     bytes: usize,
-    decode: impl Fn(&R) -> Result<BatchEntry, StoreError>,
-) -> Result<Vec<BatchEntry>, StoreError> {
+    decode: impl Fn(&R) -> Result<T, StoreError>,
+    size: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, StoreError> {
     use futures::TryStreamExt;
     let mut rows = std::pin::pin!(rows);
-    let mut entries = Vec::new();
+    let mut items = Vec::new();
     let mut held = 0usize;
     while let Some(row) = rows.try_next().await? {
-        let entry = decode(&row)?;
-        held = held.saturating_add(entry.event.text_bytes());
-        entries.push(entry);
+        let item = decode(&row)?;
+        held = held.saturating_add(size(&item));
+        items.push(item);
         if held >= bytes {
             break;
         }
     }
-    Ok(entries)
+    Ok(items)
+}
+
+/// What an entry of a batch weighs against its byte bound: its event's text.
+fn entry_bytes(entry: &BatchEntry) -> usize {
+    entry.event.text_bytes()
 }
 
 /// The operations every store offers.
@@ -375,8 +381,9 @@ impl DeliveryStore for Store {
         &self,
         sink: &str,
         limit: usize,
+        bytes: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        delegate!(self, "reading pending messages", store => store.pending_deliveries(sink, limit))
+        delegate!(self, "reading pending messages", store => store.pending_deliveries(sink, limit, bytes))
     }
 
     async fn record_attempt(&self, id: i64, outcome: &AttemptOutcome) -> Result<bool, StoreError> {

@@ -16,8 +16,8 @@ use sqlx::{Connection, Row};
 
 use super::{
     Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, Pulse, StoreError, StoreLimits, collect_batch, from_sql_int, prepare_all,
-    sql_int, sql_limit,
+    PreparedEvent, Pulse, StoreError, StoreLimits, collect_until, entry_bytes, from_sql_int,
+    prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
 
@@ -472,7 +472,13 @@ impl EventStore for PgStore {
         if by_event {
             query = query.bind(&filter.event_types);
         }
-        collect_batch(query.fetch(&self.pool), limit.bytes, entry_from_row).await
+        collect_until(
+            query.fetch(&self.pool),
+            limit.bytes,
+            entry_from_row,
+            entry_bytes,
+        )
+        .await
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {

@@ -22,8 +22,8 @@ use eventhost_domain::append::{StoredId, check_version, duplicate_outcome, prepa
 
 use super::{
     Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, Pulse, StoreError, StoreLimits, collect_batch, from_sql_int, prepare_all,
-    sql_int, sql_limit,
+    PreparedEvent, Pulse, StoreError, StoreLimits, collect_until, entry_bytes, from_sql_int,
+    prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{
     Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version,
@@ -412,17 +412,22 @@ impl EventStore for SqliteStore {
                 query = query.bind(json);
             }
         }
-        collect_batch(query.fetch(&self.pool), limit.bytes, |row| {
-            let (event, defect) = match event_from_row(row) {
-                Ok(event) => (event, None),
-                Err(error) => (event_without_content(row)?, Some(error.to_string())),
-            };
-            Ok(BatchEntry {
-                checkpoint: Checkpoint::new(0, event.position),
-                event,
-                defect,
-            })
-        })
+        collect_until(
+            query.fetch(&self.pool),
+            limit.bytes,
+            |row| {
+                let (event, defect) = match event_from_row(row) {
+                    Ok(event) => (event, None),
+                    Err(error) => (event_without_content(row)?, Some(error.to_string())),
+                };
+                Ok(BatchEntry {
+                    checkpoint: Checkpoint::new(0, event.position),
+                    event,
+                    defect,
+                })
+            },
+            entry_bytes,
+        )
         .await
     }
 

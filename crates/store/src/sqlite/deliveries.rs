@@ -9,7 +9,7 @@ use super::SqliteStore;
 use crate::deliveries::{headers_from_json, headers_json};
 use crate::{
     AttemptOutcome, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
-    StoreError, sql_limit,
+    StoreError, collect_until, sql_limit,
 };
 use eventhost_domain::Message;
 
@@ -99,17 +99,22 @@ impl DeliveryStore for SqliteStore {
         &self,
         sink: &str,
         limit: usize,
+        bytes: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "SELECT ",
             columns!(),
             " FROM deliveries WHERE sink = ?1 AND status = 'pending' ORDER BY id LIMIT ?2"
         ))
         .bind(sink)
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(delivery_from_row).collect()
+        .bind(sql_limit(limit));
+        collect_until(
+            query.fetch(&self.pool),
+            bytes,
+            delivery_from_row,
+            |delivery| delivery.message.size() as usize,
+        )
+        .await
     }
 
     async fn record_attempt(&self, id: i64, outcome: &AttemptOutcome) -> Result<bool, StoreError> {
