@@ -262,7 +262,12 @@ async fn every_message_of_a_committed_batch_arrives_once_per_key_in_order_signed
 async fn failures_are_retried_after_retry_after_and_a_refused_message_dies_until_retried() {
     let database = TestDatabase::sqlite();
     let receiver = Receiver::start().await;
-    receiver.script([Reply::Status(500), Reply::Status(503), Reply::RetryAfter(1)]);
+    // A 500, an answer later than the sink's 2 s time-out, a 429: each is retried.
+    receiver.script([
+        Reply::Status(500),
+        Reply::Hang(Duration::from_millis(2500)),
+        Reply::RetryAfter(1),
+    ]);
     receiver.rule("refuse-me", Reply::Status(400));
     let mut deployment = deployment(&database, r#""hooks""#);
     let config = deployment.config(&hooks_sink(&receiver));
@@ -283,7 +288,7 @@ async fn failures_are_retried_after_retry_after_and_a_refused_message_dies_until
     })
     .await;
     let requests = receiver.received();
-    assert_eq!(requests.len(), 4, "500, 503, 429, then success");
+    assert_eq!(requests.len(), 4, "500, time-out, 429, then success");
     let ids: HashSet<&str> = requests.iter().map(id_of).collect();
     assert_eq!(
         ids.len(),
@@ -341,6 +346,37 @@ async fn failures_are_retried_after_retry_after_and_a_refused_message_dies_until
         again.stderr.contains("no dead or skipped message with id"),
         "{again}"
     );
+
+    // A redirect is never followed: the message is dead at once, and an operator can skip it.
+    receiver.rule("redirect-me", Reply::Redirect);
+    append(
+        &deployment,
+        &[(
+            "c".to_owned(),
+            json!({"body": "{\"key\":\"c\",\"n\":0,\"note\":\"redirect-me\"}"}),
+        )],
+    )
+    .await;
+    let dead = loop_until_dead(&mut daemon, &deployment).await;
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("307 Temporary Redirect"),
+        "{dead}"
+    );
+    assert!(receiver.received().iter().all(|r| r.path != "/elsewhere"));
+    let id = dead["id"].as_i64().unwrap().to_string();
+    let skipped = deployment.cli_ok(&["deliveries", "skip", &id]).await;
+    assert!(
+        skipped.stdout.contains(&format!("message {id} skipped")),
+        "{skipped}"
+    );
+    let listed = deployment
+        .cli_ok(&["deliveries", "list", "--status", "skipped", "--json"])
+        .await
+        .json_lines();
+    assert_eq!(listed.len(), 1, "{listed:?}");
     daemon.stop().await;
 }
 
@@ -483,7 +519,7 @@ async fn kill_9_during_deliveries_loses_nothing_and_keeps_each_key_in_order() {
     let database = TestDatabase::postgres().await;
     let receiver = Receiver::start().await;
     // A slow receiver, so that deliveries span the kills: 25 messages per key take 5 s.
-    receiver.default_reply(Reply::Hang(Duration::from_millis(200)));
+    receiver.default_reply(Reply::Slow(Duration::from_millis(200)));
     let mut deployment = deployment(&database, r#""hooks""#);
     let config = deployment.config(&hooks_sink(&receiver));
     let (keys, per_key) = (8, 25);

@@ -23,8 +23,13 @@ pub enum Reply {
     Status(u16),
     /// 429 Too Many Requests with `Retry-After: <seconds>`.
     RetryAfter(u64),
-    /// No answer for this long (past the sender's time-out).
+    /// Success, after this long (a slow receiver).
+    Slow(Duration),
+    /// No answer for this long, meant to be past the sender's time-out: not counted as
+    /// accepted.
     Hang(Duration),
+    /// 307 Temporary Redirect to another path, which a sender must not follow.
+    Redirect,
 }
 
 /// One request as received.
@@ -44,7 +49,7 @@ impl Received {
 
     /// Answered with success (at once, or after a hang).
     pub fn accepted(&self) -> bool {
-        matches!(self.reply, Reply::Ok | Reply::Hang(_))
+        matches!(self.reply, Reply::Ok | Reply::Slow(_))
     }
 }
 
@@ -202,9 +207,15 @@ async fn answer(
             "slow down",
         )
             .into_response(),
-        Reply::Hang(pause) => {
+        Reply::Slow(pause) | Reply::Hang(pause) => {
             tokio::time::sleep(pause).await;
             StatusCode::NO_CONTENT.into_response()
         }
+        Reply::Redirect => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", "/elsewhere")],
+            "moved",
+        )
+            .into_response(),
     }
 }
