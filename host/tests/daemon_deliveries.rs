@@ -694,3 +694,44 @@ async fn a_relay_forwards_its_filtered_events_to_a_subject_of_their_own_as_a_sub
     assert_eq!(nats_messages(&mut stream).await.len(), 15);
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_receiver_that_answers_garbage_leaves_a_dead_message_with_the_reason() {
+    let database = TestDatabase::sqlite();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&answered);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(b"\x00\xffNOT HTTP AT ALL\r\n\r\n").await;
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut deployment = deployment(&database, r#""hooks""#);
+    let config = deployment.config(&format!(
+        "[sinks.hooks]\nkind = \"http\"\nurl = \"http://{address}/hooks\"\n\
+         max_attempts = 3\nbackoff_base_ms = 20\nbackoff_max_ms = 40\n"
+    ));
+    let mut daemon = deployment.start(&["--config", &config]);
+    append(
+        &deployment,
+        &[("g".to_owned(), json!({"body": "{\"key\":\"g\",\"n\":0}"}))],
+    )
+    .await;
+    let dead = loop_until_dead(&mut daemon, &deployment).await;
+    assert_eq!(
+        dead["attempts"], 3,
+        "garbage is retried like a broken connection: {dead}"
+    );
+    let error = dead["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("gave up after 3 attempts: request failed"),
+        "{error}"
+    );
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
+    daemon.stop().await;
+}
