@@ -473,6 +473,8 @@ async fn sinks_are_the_operator_s_a_plugin_gets_only_what_it_is_granted() {
             &deployment.plugin_path("deliver.wasm").display().to_string(),
             "--config",
             &config,
+            "--cache-dir",
+            &daemon::compile_cache().display().to_string(),
         ])
         .await;
     assert!(check.stdout.contains("sinks granted: hooks"), "{check}");
