@@ -29,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use eventhost_deliveries::{DeliverySettings, SinkConfig, Sinks};
+use eventhost_dispatch::plugins::SinkNames;
 use eventhost_dispatch::relay::RelaySpec;
 use eventhost_runtime::StartFrom;
 
@@ -104,6 +105,17 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The configuration of `--config`: the file's when one is given, else none (no sinks,
+    /// no relays, default delivery settings).
+    pub fn load_given(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
+    /// The names of the configured sinks: the only ones a plugin's sidecar can grant.
+    pub fn sink_names(&self) -> SinkNames {
+        self.sinks.names().map(str::to_owned).collect()
+    }
+
     /// Reads and checks the file at `path`, secrets from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read(path)?;

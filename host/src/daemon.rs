@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventhost_deliveries::{ConfigError as SinkError, Deliveries};
-use eventhost_dispatch::plugins::{PluginsError, Registry, SinkNames, Watcher};
+use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
 use eventhost_dispatch::relay::Relays;
 use eventhost_dispatch::shutdown::{Shutdown, ShutdownTrigger};
 use eventhost_dispatch::{
@@ -172,7 +172,7 @@ impl Daemon {
         }
         let deliveries =
             Deliveries::start(&store, &config.config.sinks, &config.config.deliveries)?;
-        let sinks: SinkNames = config.config.sinks.names().map(str::to_owned).collect();
+        let sinks = config.config.sink_names();
         let mut registry = Registry::new(runtime, store, config.files, sinks, shutdown);
         registry.load_folder(&folder, &mut dispatcher).await?;
         if dispatcher.plugins().next().is_none() {

@@ -346,13 +346,12 @@ fn build_sink(
     })
 }
 
-/// Sink names are what sidecars grant and logs show: short and plain.
+/// Sink names are what sidecars grant and logs show: short and plain, as plugin names are.
 fn check_name(name: &str) -> Result<(), String> {
-    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
-    if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
-        return Err("a sink's name is 1 to 64 lowercase letters, digits, `-` and `_`".to_owned());
+    match eventhost_domain::name::name_problem("a sink's name", name) {
+        Some(problem) => Err(problem),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn http_target(

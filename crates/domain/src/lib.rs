@@ -13,6 +13,7 @@ mod event;
 mod filter;
 pub mod input;
 pub mod message;
+pub mod name;
 
 pub use append::{AppendError, Appended, AppendedEvent, PreparedEvent, StoreLimits};
 pub use checkpoint::{Checkpoint, InvalidCheckpoint};

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::bindings::wit;
 use eventhost_domain::Event;
+use eventhost_domain::name::name_problem;
 
 /// A plugin's name, version and subscriptions, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,9 +40,6 @@ pub enum StartFrom {
 
 /// The largest batch a plugin may ask for.
 pub const MAX_BATCH_SIZE: u32 = 10_000;
-
-/// The longest plugin or subscription name, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
 
 /// The longest version string, in bytes.
 pub const MAX_VERSION_BYTES: usize = 64;
@@ -176,22 +174,6 @@ impl From<wit::Subscription> for SubscriptionSpec {
             },
         }
     }
-}
-
-fn name_problem(what: &str, name: &str) -> Option<String> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
-    if name.is_empty() {
-        return Some(format!("{what} is empty"));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Some(format!(
-            "{what} is {} bytes, over the cap of {MAX_NAME_BYTES}",
-            name.len()
-        ));
-    }
-    name.chars().find(|&c| !allowed(c)).map(|bad| {
-        format!("{what} `{name}` contains {bad:?}; use lowercase letters, digits, `-` and `_`")
-    })
 }
 
 #[cfg(test)]

@@ -101,6 +101,25 @@ async fn collect_until<R, T>(
     Ok(items)
 }
 
+/// A counter raised after a kind of commit, which tasks of this process wait on (a watch
+/// channel: a receiver never misses that it changed). Clones share it.
+#[derive(Debug, Clone)]
+struct Signal(std::sync::Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Signal {
+    fn new() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+
+    fn raise(&self) {
+        self.0.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
 /// What an entry of a batch weighs against its byte bound: its event's text.
 fn entry_bytes(entry: &BatchEntry) -> usize {
     entry.event.text_bytes()

@@ -5,7 +5,6 @@
 //! subscription order follow the `(order_tx, position)` rule explained in that migration.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgDatabaseError, PgExecutor, PgListener, PgPool, PgPoolOptions,
@@ -16,8 +15,8 @@ use sqlx::{Connection, Row};
 
 use super::{
     Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, Pulse, StoreError, StoreLimits, collect_until, entry_bytes, from_sql_int,
-    prepare_all, sql_int, sql_limit,
+    PreparedEvent, Pulse, Signal, StoreError, StoreLimits, collect_until, entry_bytes,
+    from_sql_int, prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
 
@@ -54,7 +53,7 @@ pub struct PgStore {
     /// Bumped after every commit of this process that enqueues messages for sinks, and
     /// after every retry an operator asks for through it: a delivery worker in this process
     /// sends them at once (others find them at their next poll).
-    enqueued: Arc<tokio::sync::watch::Sender<u64>>,
+    enqueued: Signal,
 }
 
 /// The columns of an event row, in the order `event_from_row` reads them.
@@ -121,7 +120,7 @@ impl PgStore {
         let store = Self {
             pool,
             limits,
-            enqueued: Arc::new(tokio::sync::watch::Sender::new(0)),
+            enqueued: Signal::new(),
         };
         store.migrate().await?;
         Ok(store)
@@ -151,8 +150,7 @@ impl PgStore {
     }
 
     pub(super) fn signal_enqueued(&self) {
-        self.enqueued
-            .send_modify(|count| *count = count.wrapping_add(1));
+        self.enqueued.raise();
     }
 
     /// Wakes listeners after a commit. The notification runs in its own tiny transaction

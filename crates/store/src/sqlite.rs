@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,8 +21,8 @@ use eventhost_domain::append::{StoredId, check_version, duplicate_outcome, prepa
 
 use super::{
     Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, Pulse, StoreError, StoreLimits, collect_until, entry_bytes, from_sql_int,
-    prepare_all, sql_int, sql_limit,
+    PreparedEvent, Pulse, Signal, StoreError, StoreLimits, collect_until, entry_bytes,
+    from_sql_int, prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{
     Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version,
@@ -36,10 +35,10 @@ pub struct SqliteStore {
     limits: StoreLimits,
     /// Bumped after every commit that appends, so a dispatcher in this process need not
     /// wait for its next poll. A watch channel: a receiver never misses that it changed.
-    appended: Arc<watch::Sender<u64>>,
+    appended: Signal,
     /// Bumped after every commit that enqueues messages for sinks, and after every retry an
     /// operator asks for, so that a delivery worker in this process sends them at once.
-    enqueued: Arc<watch::Sender<u64>>,
+    enqueued: Signal,
 }
 
 macro_rules! event_columns {
@@ -107,8 +106,8 @@ impl SqliteStore {
         Ok(Self {
             pool,
             limits,
-            appended: Arc::new(watch::Sender::new(0)),
-            enqueued: Arc::new(watch::Sender::new(0)),
+            appended: Signal::new(),
+            enqueued: Signal::new(),
         })
     }
 
@@ -123,13 +122,11 @@ impl SqliteStore {
     }
 
     pub(super) fn signal_enqueued(&self) {
-        self.enqueued
-            .send_modify(|count| *count = count.wrapping_add(1));
+        self.enqueued.raise();
     }
 
     pub(super) fn signal_append(&self) {
-        self.appended
-            .send_modify(|count| *count = count.wrapping_add(1));
+        self.appended.raise();
     }
 }
 

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use eventhost_dispatch::plugins::SinkNames;
 use eventhost_domain::StoreLimits;
 use eventhost_runtime::{
     FileRules, Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec,
@@ -104,11 +103,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         follow_symlinks: true,
         ..FileRules::default()
     };
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let sinks: SinkNames = config.sinks.names().map(str::to_owned).collect();
+    let sinks = Config::load_given(args.config.as_deref())?.sink_names();
     // As the daemon loads it: with the limits and grants of its sidecar `NAME.toml`, if any.
     let plugin = eventhost_dispatch::plugins::load_plugin(
         &runtime,

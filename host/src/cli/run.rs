@@ -87,12 +87,8 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
         signals.next().await;
         let _ = second.send(());
     });
-    let file = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
     let mut config = DaemonConfig::new(database_url, &args.plugins);
-    config.config = file;
+    config.config = Config::load_given(args.config.as_deref())?;
     config.guests = guest_pool(&args);
     config.cache_dir = args.cache_dir;
     config.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
