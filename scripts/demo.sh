@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The daemon on the embedded default (SQLite, no server) with the example plugins (Rust,
-# Python, JavaScript): builds them, starts `eventhost run`, appends example orders, shows the
+# Python, JavaScript): builds them, starts `eventhost run` (its HTTP API on 127.0.0.1:7070),
+# appends example orders from the command line and one through HTTP with curl, shows the
 # projections' state and the shipping policy's events, then keeps the daemon running until
 # Ctrl-C. The first run compiles the Python and JavaScript components (about a minute in a
 # debug build); later runs load them from the compile cache in data/cache.
@@ -22,6 +23,12 @@ done
 
 echo "== appending examples/orders.jsonl"
 "$eventhost" append --file examples/orders.jsonl > /dev/null
+api=http://127.0.0.1:7070
+echo "== appending order o-1004 through the HTTP API ($api)"
+curl -sS --fail-with-body -X POST "$api/v1/streams/order/o-1004/events" \
+    -H 'content-type: application/json' \
+    -d '{"expected_version":"no-stream","events":[{"event_type":"order.created","payload":{"customer":"lin","lines":[{"sku":"mug","quantity":1,"unit_price_cents":900}]}}]}'
+echo
 sleep 1
 echo "== subscriptions"
 "$eventhost" subscriptions list
@@ -34,6 +41,7 @@ echo "== events the shipping policy emitted"
 "$eventhost" read category shipment
 echo
 echo "The daemon keeps running (Ctrl-C stops it). In another terminal, try:"
+echo "  curl -sS '$api/v1/events?limit=5'"
 echo "  DATABASE_URL=$DATABASE_URL $eventhost append --aggregate-type order --aggregate-id o-7 \\"
 echo "      --event-type order.created --payload '{\"customer\":\"ada\",\"lines\":[]}'"
 echo "  DATABASE_URL=$DATABASE_URL $eventhost state order-totals.totals"

@@ -16,6 +16,14 @@
 //! [relays.orders]              # subscription `relay.orders`
 //! sink = "order-events"
 //! aggregate_types = ["order"]
+//!
+//! [http]                       # the HTTP API (`--http` and EVENTHOST_HTTP override address)
+//! address = "0.0.0.0:7070"
+//! max_body_bytes = 16777216
+//!
+//! [http.tokens.deploy]         # a bearer token: its scopes, and where its secret is
+//! scopes = ["append"]
+//! secret_env = "EVENTHOST_DEPLOY_TOKEN"
 //! ```
 //!
 //! The file holds no secret: settings ending in `_env` name the environment variable that
@@ -33,6 +41,8 @@ use eventhost_dispatch::plugins::SinkNames;
 use eventhost_dispatch::relay::RelaySpec;
 use eventhost_runtime::StartFrom;
 
+use crate::http::{DEFAULT_MAX_BODY_BYTES, Listen, Scope, Tokens};
+
 /// The most bytes of a configuration file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -42,6 +52,26 @@ pub struct Config {
     pub sinks: Sinks,
     pub deliveries: DeliverySettings,
     pub relays: Vec<RelaySpec>,
+    pub http: HttpConfig,
+}
+
+/// The `[http]` section, checked, with its tokens' secrets read.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `None` when the file does not say (the command line's default applies).
+    pub address: Option<Listen>,
+    pub max_body_bytes: usize,
+    pub tokens: Tokens,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tokens: Tokens::default(),
+        }
+    }
 }
 
 /// The file as written.
@@ -54,6 +84,25 @@ struct ConfigFile {
     sinks: BTreeMap<String, SinkConfig>,
     #[serde(default)]
     relays: BTreeMap<String, RelayConfig>,
+    #[serde(default)]
+    http: HttpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    address: Option<String>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    tokens: BTreeMap<String, TokenConfig>,
+}
+
+/// A `[http.tokens.NAME]` table as written: the secret lives in the environment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenConfig {
+    scopes: Vec<Scope>,
+    secret_env: String,
 }
 
 /// A `[relays.NAME]` table as written.
@@ -134,7 +183,7 @@ impl Config {
         };
         let file: ConfigFile =
             toml::from_str(text).map_err(|error| invalid(located(text, &error)))?;
-        let sinks = Sinks::build(file.sinks, env).map_err(|error| invalid(error.to_string()))?;
+        let sinks = Sinks::build(file.sinks, &env).map_err(|error| invalid(error.to_string()))?;
         let relays = relays(file.relays, &sinks).map_err(invalid)?;
         let defaults = DeliverySettings::default();
         let deliveries = DeliverySettings {
@@ -150,12 +199,47 @@ impl Config {
                     Duration::from_secs(hours.saturating_mul(3600))
                 }),
         };
+        let http = http(file.http, &env).map_err(invalid)?;
         Ok(Self {
             sinks,
             deliveries,
             relays,
+            http,
         })
     }
+}
+
+/// The `[http]` section: its address, body cap and tokens (secrets read through `env`).
+fn http(section: HttpSection, env: impl Fn(&str) -> Option<String>) -> Result<HttpConfig, String> {
+    let address = section
+        .address
+        .map(|text| {
+            text.parse::<Listen>()
+                .map_err(|error| format!("http.address: {error}"))
+        })
+        .transpose()?;
+    let max_body_bytes = match section.max_body_bytes {
+        Some(0) => return Err("http.max_body_bytes must be at least 1".to_owned()),
+        Some(bytes) => bytes,
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    let mut tokens = Tokens::default();
+    for (name, token) in section.tokens {
+        let secret = env(&token.secret_env).ok_or_else(|| {
+            format!(
+                "http.tokens.{name}: secret_env: the environment variable {} is not set",
+                token.secret_env
+            )
+        })?;
+        tokens
+            .add(&name, &secret, &token.scopes)
+            .map_err(|error| format!("http.tokens.{name}: {error}"))?;
+    }
+    Ok(HttpConfig {
+        address,
+        max_body_bytes,
+        tokens,
+    })
 }
 
 /// The relays, each sending to a sink of the configuration; their names and filters are
@@ -267,5 +351,41 @@ mod tests {
             message.contains("relay `r`: sink `nope` is not defined"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_http_section_reads_its_address_cap_and_tokens() {
+        let config = parse(
+            "[http]\naddress = \"0.0.0.0:8080\"\nmax_body_bytes = 10\n\n[http.tokens.ops]\nscopes = [\"admin\"]\nsecret_env = \"SECRET\"\n",
+        )
+        .unwrap();
+        let address = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(config.http.address, Some(Listen::At(address)));
+        assert_eq!(config.http.max_body_bytes, 10);
+        assert!(!config.http.tokens.is_empty());
+        assert_eq!(
+            parse("[http]\naddress = \"off\"\n").unwrap().http.address,
+            Some(Listen::Off)
+        );
+        let refusals = [
+            ("[http]\naddress = \"nope\"\n", "http.address: expected"),
+            ("[http]\nmax_body_bytes = 0\n", "at least 1"),
+            (
+                "[http.tokens.ops]\nscopes = [\"admin\"]\nsecret_env = \"MISSING\"\n",
+                "http.tokens.ops: secret_env: the environment variable MISSING is not set",
+            ),
+            (
+                "[http.tokens.ops]\nscopes = [\"root\"]\nsecret_env = \"SECRET\"\n",
+                "unknown variant",
+            ),
+            (
+                "[http.tokens.ops]\nscopes = []\nsecret_env = \"SECRET\"\n",
+                "at least one scope",
+            ),
+        ];
+        for (text, expected) in refusals {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message}");
+        }
     }
 }

@@ -23,6 +23,7 @@ use eventhost_store::{self as store, Store, StoreError};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::http::{HttpError, HttpServer, HttpSettings};
 
 /// What the daemon runs on and how.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct DaemonConfig {
     pub batch_bytes: usize,
     /// The configuration file's sinks and delivery settings.
     pub config: Config,
+    /// Where to serve the HTTP API, if anywhere.
+    pub http: Option<HttpSettings>,
 }
 
 impl DaemonConfig {
@@ -66,6 +69,7 @@ impl DaemonConfig {
             max_subscriptions: MAX_SUBSCRIPTIONS,
             batch_bytes: BATCH_BYTES,
             config: Config::default(),
+            http: None,
         }
     }
 
@@ -101,6 +105,8 @@ pub enum DaemonError {
     Deliveries(#[from] SinkError),
     #[error("cannot start the relays: {0}")]
     Relays(String),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops taking batches and lets those in
@@ -137,6 +143,7 @@ pub struct Daemon {
     dispatcher: Dispatcher,
     registry: Registry,
     deliveries: Deliveries,
+    http: Option<HttpServer>,
 }
 
 impl Daemon {
@@ -145,6 +152,11 @@ impl Daemon {
     /// as files change) stops at `shutdown`.
     pub async fn start(config: DaemonConfig, shutdown: Shutdown) -> Result<Self, DaemonError> {
         let store = store::connect(&config.database_url).await?;
+        // Listen early: an address in use stops start-up before any plugin is compiled.
+        let http = match &config.http {
+            Some(settings) => Some(HttpServer::start(settings, store.clone()).await?),
+            None => None,
+        };
         let mut runtime_config = RuntimeConfig::daemon(&config.cache_dir);
         runtime_config.store_limits = store.limits();
         runtime_config.guests = Some(config.guests.clone());
@@ -178,12 +190,16 @@ impl Daemon {
         if dispatcher.plugins().next().is_none() {
             warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");
         }
+        if let Some(http) = &http {
+            http.plugins_loaded();
+        }
         Ok(Self {
             folder,
             watcher,
             dispatcher,
             registry,
             deliveries,
+            http,
         })
     }
 
@@ -214,6 +230,9 @@ impl Daemon {
             }
         }
         info!("stopping: finishing the batches in flight (signal again to abandon them)");
+        if let Some(http) = self.http.take() {
+            http.stop().await;
+        }
         tokio::select! {
             () = self.dispatcher.stop() => {}
             () = abandon => {

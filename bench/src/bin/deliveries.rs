@@ -35,7 +35,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use eventhost::config::Config;
+use eventhost::config::{Config, HttpConfig};
 use eventhost::daemon::{self, DaemonConfig};
 use eventhost_bench::{
     BenchDatabase, TempDir, cells, header, init_logs, millis, percentile, thousands,
@@ -293,6 +293,7 @@ async fn latency(
         sinks: sinks.clone(),
         deliveries: DeliverySettings::default(),
         relays: Vec::new(),
+        http: HttpConfig::default(),
     };
     let (stop, stopped) = watch::channel(false);
     let daemon = tokio::spawn(daemon::run(

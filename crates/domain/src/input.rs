@@ -24,7 +24,7 @@ pub struct EventLine {
     pub metadata: Metadata,
     #[serde(default)]
     pub id: Option<Uuid>,
-    #[serde(default, deserialize_with = "expected_version")]
+    #[serde(default, deserialize_with = "deserialize_expected_version")]
     pub expected_version: ExpectedVersion,
     /// Where the line is in its input, counting from 1 (0 for an event not read from one).
     #[serde(skip)]
@@ -101,7 +101,9 @@ pub fn parse_expected_version(text: &str) -> Result<ExpectedVersion, String> {
     }
 }
 
-fn expected_version<'de, D: serde::Deserializer<'de>>(
+/// Reads an expected version written as a number, `"any"` or `"no-stream"` (serde's
+/// `deserialize_with` for input formats people write).
+pub fn deserialize_expected_version<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<ExpectedVersion, D::Error> {
     #[derive(Deserialize)]

@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use eventhost_domain::input::{EventLine, parse_expected_version, read_event_lines};
 use eventhost_domain::{ExpectedVersion, Metadata};
-use eventhost_store::{self as store, Appended, EventStore, PendingAppend, StoreError};
+use eventhost_store::{self as store, StoreError};
+
+use crate::operate;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -60,21 +62,13 @@ pub async fn run(database_url: &str, args: AppendArgs) -> anyhow::Result<ExitCod
         None => vec![line_from_flags(args)?],
     };
     let store = store::connect(database_url).await?;
-    let appends: Vec<PendingAppend> = lines
-        .iter()
-        .map(|line| PendingAppend {
-            stream: line.stream(),
-            expected: line.expected_version,
-            events: vec![line.new_event()],
-        })
-        .collect();
-    let appended = store
-        .append_all(&appends)
+    let appended = operate::append_lines(&store, &lines)
         .await
         .map_err(|error| refused_line(error, &lines))?;
     let mut stdout = std::io::stdout().lock();
-    for (line, appended) in lines.iter().zip(&appended) {
-        print_appended(&mut stdout, line, appended)?;
+    for record in &appended {
+        let line = serde_json::to_string(record).context("cannot encode an appended event")?;
+        writeln!(stdout, "{line}").context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -119,25 +113,6 @@ fn line_from_flags(args: AppendArgs) -> anyhow::Result<EventLine> {
         expected_version: args.expected_version.unwrap_or_default(),
         line: 0,
     })
-}
-
-fn print_appended(
-    out: &mut impl Write,
-    line: &EventLine,
-    appended: &Appended,
-) -> anyhow::Result<()> {
-    for event in &appended.events {
-        let record = serde_json::json!({
-            "id": event.id,
-            "aggregate_type": line.aggregate_type,
-            "aggregate_id": line.aggregate_id,
-            "version": event.version,
-            "position": event.position,
-            "duplicate": appended.duplicate,
-        });
-        writeln!(out, "{record}").context("cannot write to stdout")?;
-    }
-    Ok(())
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {

@@ -15,6 +15,10 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::daemon::{self, DaemonConfig};
+use crate::http::{self, HttpSettings, Listen, Scope};
+
+/// The environment variable holding a token with every scope.
+const API_TOKEN_ENV: &str = "EVENTHOST_API_TOKEN";
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -30,6 +34,12 @@ pub struct RunArgs {
     /// Where compiled plugins are cached (only the daemon should write there).
     #[arg(long, value_name = "DIR", env = "EVENTHOST_CACHE_DIR", default_value = DEFAULT_CACHE_DIR)]
     cache_dir: PathBuf,
+
+    /// Serve the HTTP API on this address, or `off` [default: the configuration file's
+    /// [http] address, else 127.0.0.1:7070]. An address other than loopback needs a token
+    /// (EVENTHOST_API_TOKEN, or [http.tokens] in the configuration file).
+    #[arg(long, value_name = "ADDRESS:PORT|off", env = "EVENTHOST_HTTP")]
+    http: Option<Listen>,
 
     /// Fallback poll of idle subscriptions, in ms [default: 1000 on PostgreSQL, 250 on SQLite].
     #[arg(long, value_name = "MS")]
@@ -89,6 +99,7 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     });
     let mut config = DaemonConfig::new(database_url, &args.plugins);
     config.config = Config::load_given(args.config.as_deref())?;
+    config.http = http_settings(args.http, &config.config)?;
     config.guests = guest_pool(&args);
     config.cache_dir = args.cache_dir;
     config.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
@@ -113,6 +124,30 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     .await?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where and how the HTTP API is served: `--http` or EVENTHOST_HTTP, else the configuration
+/// file's address, else the default; tokens from the file and from EVENTHOST_API_TOKEN.
+fn http_settings(given: Option<Listen>, config: &Config) -> anyhow::Result<Option<HttpSettings>> {
+    let default = Listen::At(
+        http::DEFAULT_ADDRESS
+            .parse()
+            .context("the default HTTP address")?,
+    );
+    let Listen::At(address) = given.or(config.http.address).unwrap_or(default) else {
+        return Ok(None);
+    };
+    let mut tokens = config.http.tokens.clone();
+    if let Ok(secret) = std::env::var(API_TOKEN_ENV) {
+        tokens
+            .add(API_TOKEN_ENV, &secret, &[Scope::Admin])
+            .map_err(|error| anyhow::anyhow!("{API_TOKEN_ENV}: {error}"))?;
+    }
+    Ok(Some(HttpSettings {
+        address,
+        tokens,
+        max_body_bytes: config.http.max_body_bytes,
+    }))
 }
 
 /// The guest threads and call caps the arguments ask for; each defaults as `--help` says.

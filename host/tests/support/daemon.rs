@@ -161,9 +161,15 @@ impl Deployment {
         self.start_polling_every(50, extra)
     }
 
-    /// Starts `eventhost run` with a fallback poll of `poll_ms` and `extra` arguments.
+    /// Starts `eventhost run` with a fallback poll of `poll_ms` and `extra` arguments. Its
+    /// HTTP API listens on a free loopback port ([`Daemon::api`]) unless `extra` says `--http`.
     pub fn start_polling_every(&mut self, poll_ms: u64, extra: &[&str]) -> Daemon {
         self.runs += 1;
+        let http: &[&str] = if extra.contains(&"--http") {
+            &[]
+        } else {
+            &["--http", "127.0.0.1:0"]
+        };
         let log = self.logs.join(format!("daemon-{:03}.log", self.runs));
         let stderr = File::create(&log).expect("create the daemon log");
         let child = Command::new(EVENTHOST)
@@ -176,7 +182,10 @@ impl Deployment {
             .arg(&self.cache)
             .arg("--poll-interval-ms")
             .arg(poll_ms.to_string())
+            .args(http)
             .args(extra)
+            .env_remove("EVENTHOST_HTTP")
+            .env_remove("EVENTHOST_API_TOKEN")
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "info")
             .env_remove("DATABASE_URL")
@@ -458,6 +467,23 @@ impl Daemon {
             }
         })
         .await;
+    }
+
+    /// The base URL of the daemon's HTTP API (`http://127.0.0.1:PORT`), once it listens.
+    pub async fn api(&mut self) -> String {
+        const LISTENING: &str = "HTTP API listening";
+        self.wait_for_log(LISTENING, 1, Duration::from_secs(30))
+            .await;
+        let log = self.log();
+        let address = log
+            .lines()
+            .find(|line| line.contains(LISTENING))
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix("address="))
+            })
+            .unwrap_or_else(|| panic!("no address in the daemon's log:\n{log}"));
+        format!("http://{address}")
     }
 
     pub fn uptime(&self) -> Duration {
