@@ -7,7 +7,10 @@ use uuid::Uuid;
 
 use eventhost_domain::input::EventLine;
 use eventhost_domain::{ExpectedVersion, NewEvent, Position, StreamId, Version};
-use eventhost_store::{EventStore, PendingAppend, Store, StoreError};
+use eventhost_store::{
+    DeliverySelection, DeliveryStore, EventStore, ParkedSelection, PendingAppend, Store,
+    StoreError, SubscriptionRecord, SubscriptionStore,
+};
 
 /// Where one appended event landed, as both faces report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +75,139 @@ pub async fn append_stream(
             version: event.version,
             position: event.position,
             duplicate: appended.duplicate,
+        })
+        .collect())
+}
+
+/// A subscription as operators see it: its record, where it is and how far behind.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionView {
+    #[serde(flatten)]
+    pub record: SubscriptionRecord,
+    /// The position of the last event it handled (0: none yet).
+    pub position: Position,
+    /// Events it still has to handle.
+    pub lag: u64,
+    /// How long ago the oldest of them was appended, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+/// Every subscription, by name, with its lag.
+pub async fn subscriptions(store: &Store) -> Result<Vec<SubscriptionView>, StoreError> {
+    let mut views = Vec::new();
+    for record in store.subscriptions().await? {
+        views.push(view(store, record).await?);
+    }
+    Ok(views)
+}
+
+async fn view(store: &Store, record: SubscriptionRecord) -> Result<SubscriptionView, StoreError> {
+    let lag = store.lag(&record.name).await?;
+    let next = store
+        .read_batch(record.checkpoint, &record.filter, 1)
+        .await?;
+    let lag_seconds = next.first().map_or(0.0, |entry| {
+        let age = chrono::Utc::now() - entry.event.recorded_at;
+        age.num_milliseconds().max(0) as f64 / 1000.0
+    });
+    Ok(SubscriptionView {
+        position: record.checkpoint.position(),
+        lag,
+        lag_seconds,
+        record,
+    })
+}
+
+/// Moves a subscription's checkpoint to just after `to` (0: the beginning), optionally
+/// deleting its state; a running daemon drops the batch in flight and resumes from there.
+pub async fn reset(
+    store: &Store,
+    name: &str,
+    to: Position,
+    clear_state: bool,
+) -> Result<SubscriptionView, StoreError> {
+    let record = store.reset(name, to, clear_state).await?;
+    view(store, record).await
+}
+
+/// Marks parked events for replay: one (which must exist) or every one of a subscription
+/// or of all; returns how many. The running daemon handles them between batches.
+pub async fn replay_parked(
+    store: &Store,
+    selection: ParkedSelection<'_>,
+) -> Result<u64, StoreError> {
+    let marked = store.request_replay(selection).await?;
+    match selection {
+        ParkedSelection::One(id) if marked == 0 => Err(parked_not_found(id)),
+        _ => Ok(marked),
+    }
+}
+
+/// Drops a parked event for good, without handling it.
+pub async fn skip_parked(store: &Store, id: i64) -> Result<(), StoreError> {
+    match store.skip_parked(ParkedSelection::One(id)).await? {
+        0 => Err(parked_not_found(id)),
+        _ => Ok(()),
+    }
+}
+
+fn parked_not_found(id: i64) -> StoreError {
+    StoreError::NotFound(format!("parked event {id}"))
+}
+
+/// Makes dead or skipped messages pending again: one (which must be dead or skipped) or
+/// every one of a sink or of all; returns how many.
+pub async fn retry_deliveries(
+    store: &Store,
+    selection: DeliverySelection<'_>,
+) -> Result<u64, StoreError> {
+    let retried = store.retry_deliveries(selection).await?;
+    match selection {
+        DeliverySelection::One(id) if retried == 0 => Err(StoreError::NotFound(format!(
+            "dead or skipped message {id}"
+        ))),
+        _ => Ok(retried),
+    }
+}
+
+/// Gives up on a pending or dead message.
+pub async fn skip_delivery(store: &Store, id: i64) -> Result<(), StoreError> {
+    match store.skip_deliveries(DeliverySelection::One(id)).await? {
+        0 => Err(StoreError::NotFound(format!(
+            "pending or dead message {id}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One entry of a subscription's state: values that are JSON documents as such, others as
+/// strings.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateEntry {
+    pub key: String,
+    pub value: serde_json::Value,
+}
+
+/// A page of a subscription's state (which must exist): keys starting with `prefix`, after
+/// `after`, in key order.
+pub async fn state_page(
+    store: &Store,
+    subscription: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StateEntry>, StoreError> {
+    if store.subscription(subscription).await?.is_none() {
+        return Err(StoreError::NotFound(format!(
+            "subscription {subscription:?}"
+        )));
+    }
+    let page = store.state_scan(subscription, prefix, after, limit).await?;
+    Ok(page
+        .into_iter()
+        .map(|(key, value)| StateEntry {
+            value: serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value)),
+            key,
         })
         .collect())
 }

@@ -343,7 +343,7 @@ async fn failures_are_retried_after_retry_after_and_a_refused_message_dies_until
         "a delivered message is not retried: {again}"
     );
     assert!(
-        again.stderr.contains("no dead or skipped message with id"),
+        again.stderr.contains("dead or skipped message") && again.stderr.contains("not found"),
         "{again}"
     );
 

@@ -347,11 +347,11 @@ async fn unknown_names_fail_with_one_error_line(database: TestDatabase) {
         (&["subscriptions", "reset", "nope.none"], "nope.none"),
         (
             &["parked", "skip", "424242"],
-            "no parked event with id 424242",
+            "parked event 424242 not found",
         ),
         (
             &["parked", "replay", "424242"],
-            "no parked event with id 424242",
+            "parked event 424242 not found",
         ),
     ];
     for (args, named) in cases {

@@ -382,16 +382,24 @@ impl Worker {
             .handle_and_commit(entries, last.checkpoint)
             .instrument(span.clone())
             .await;
-        span.record("duration_us", started.elapsed().as_micros() as u64);
-        span.record(
-            "outcome",
-            match &outcome {
-                Ok(Attempt::Committed) => "committed",
-                Ok(Attempt::Failed(_)) => "failed",
-                Ok(Attempt::Abandoned) => "abandoned",
-                Err(_) => "store error",
-            },
-        );
+        let elapsed = started.elapsed();
+        let label = match &outcome {
+            Ok(Attempt::Committed) => "committed",
+            Ok(Attempt::Failed(_)) => "failed",
+            Ok(Attempt::Abandoned) => "abandoned",
+            Err(_) => "store_error",
+        };
+        span.record("duration_us", elapsed.as_micros() as u64);
+        span.record("outcome", label);
+        let subscription = self.name.clone();
+        metrics::counter!("eventhost_batches_total", "subscription" => subscription.clone(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!("eventhost_batch_duration_seconds", "subscription" => subscription.clone())
+            .record(elapsed);
+        if label == "committed" {
+            metrics::counter!("eventhost_events_handled_total", "subscription" => subscription)
+                .increment(entries.len() as u64);
+        }
         span.in_scope(|| debug!("batch done"));
         outcome
     }
@@ -413,6 +421,7 @@ impl Worker {
         let commit = commit_for(&self.name, self.checkpoint, to, effects);
         match self.store.commit_batch(&commit).await {
             Ok(()) => {
+                count_emitted(&commit);
                 self.checkpoint = commit.to;
                 Ok(Attempt::Committed)
             }
@@ -459,6 +468,8 @@ impl Worker {
             attempts,
         });
         self.store.commit_batch(&commit).await?;
+        metrics::counter!("eventhost_events_parked_total", "subscription" => self.name.clone())
+            .increment(1);
         self.checkpoint = commit.to;
         Ok(())
     }
@@ -478,6 +489,7 @@ impl Worker {
                     commit.replayed = Some(parked.id);
                     match self.store.commit_batch(&commit).await {
                         Ok(()) => {
+                            count_emitted(&commit);
                             info!(subscription = %self.name, event_id = %event.id, "replayed a parked event");
                             continue;
                         }
@@ -537,6 +549,19 @@ fn commit_failure(error: StoreError) -> Result<Failure, StoreError> {
         | StoreError::PayloadTooLarge { .. }
         | StoreError::Invalid(_) => Ok(Failure::new(error.to_string(), false)),
         other => Err(other),
+    }
+}
+
+/// Counts the events a committed batch appended, as `eventhost_events_appended_total`.
+fn count_emitted(commit: &BatchCommit) {
+    let events: usize = commit
+        .appends
+        .iter()
+        .map(|append| append.events.len())
+        .sum();
+    if events > 0 {
+        metrics::counter!("eventhost_events_appended_total", "source" => "plugin")
+            .increment(events as u64);
     }
 }
 

@@ -47,6 +47,8 @@ pub(crate) struct HostState {
     batch: Option<BatchState>,
     /// What the call may still run; set as the call starts running.
     pub(crate) budget: Option<Budget>,
+    /// How long instantiating the plugin for the call took.
+    pub(crate) instantiated_in: Option<std::time::Duration>,
 }
 
 impl HostState {
@@ -63,6 +65,7 @@ impl HostState {
             logs,
             batch,
             budget: None,
+            instantiated_in: None,
         }
     }
 

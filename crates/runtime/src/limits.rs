@@ -133,6 +133,11 @@ impl StoreLimiter {
     pub(crate) fn memory_cap_hit(&self) -> bool {
         self.memory_cap_hit
     }
+
+    /// The bytes of linear memory the instance holds (memories only grow in one call).
+    pub(crate) fn memory_used(&self) -> usize {
+        self.memory_used
+    }
 }
 
 impl wasmtime::ResourceLimiter for StoreLimiter {

@@ -5,6 +5,7 @@
 //! store that trapped or timed out is simply dropped, never reused.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -60,6 +61,8 @@ pub struct Plugin {
     /// Where the plugin's calls queue for a guest thread.
     gate: PluginGate,
     shared: Arc<Shared>,
+    /// The most linear memory one of its calls has held, in bytes.
+    memory_peak: AtomicU64,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -87,6 +90,7 @@ impl Plugin {
             cache,
             gate: shared.executor.plugin_gate(),
             shared,
+            memory_peak: AtomicU64::new(0),
         }
     }
 
@@ -172,6 +176,7 @@ impl Plugin {
         )
         .await
         .map_err(|error| failed(error, &logs))?;
+        self.measure(store.data());
         // A refused output decides the outcome even if the plugin then returned `ok` (or an
         // error about it): committing part of a batch's output would break all-or-nothing.
         if let Some(cap) = store.data().output_cap_hit() {
@@ -188,6 +193,22 @@ impl Plugin {
             return Err(failed(error, &logs));
         }
         Ok(store.into_data().into_effects())
+    }
+
+    /// Records a call's instantiation time and the plugin's memory high-water mark.
+    fn measure(&self, state: &HostState) {
+        let plugin = self.info.name.clone();
+        if let Some(took) = state.instantiated_in {
+            metrics::histogram!("eventhost_plugin_instantiation_seconds", "plugin" => plugin.clone())
+                .record(took);
+        }
+        let used = state.limiter.memory_used() as u64;
+        let peak = self
+            .memory_peak
+            .fetch_max(used, Ordering::Relaxed)
+            .max(used);
+        metrics::gauge!("eventhost_plugin_memory_high_water_bytes", "plugin" => plugin)
+            .set(peak as f64);
     }
 
     fn store(
@@ -298,7 +319,9 @@ async fn call(
         let _ticking = ticking;
         store.data_mut().budget = Some(Budget::start(limits.time_per_batch()));
         let outcome = tokio::time::timeout(wall_budget, async {
+            let started = std::time::Instant::now();
             let handler = pre.instantiate_async(&mut store).await?;
+            store.data_mut().instantiated_in = Some(started.elapsed());
             match request {
                 Request::Describe => handler
                     .call_describe(&mut store)

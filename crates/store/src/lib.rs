@@ -25,8 +25,8 @@ pub use plugins::{PluginRecord, PluginRecords};
 pub use postgres::{NOTIFY_CHANNEL, Notifications, PgStore};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{
-    BatchCommit, DefinedSubscription, Park, ParkedEvent, ParkedSelection, PendingAppend,
-    SubscriptionDefinition, SubscriptionRecord, SubscriptionStore,
+    BatchCommit, DefinedSubscription, Park, ParkedEvent, ParkedSelection, ParkedSummary,
+    PendingAppend, SubscriptionDefinition, SubscriptionRecord, SubscriptionStore,
 };
 
 pub use eventhost_domain::{
@@ -219,6 +219,23 @@ impl Store {
         match self {
             Store::Postgres(store) => store.enqueues(),
             Store::Sqlite(store) => store.enqueues(),
+        }
+    }
+
+    /// Each subscription's parked events: how many, and since when the oldest waits.
+    pub async fn parked_summary(&self) -> Result<Vec<ParkedSummary>, StoreError> {
+        delegate!(self, "summing up parked events", store => store.parked_summary())
+    }
+
+    /// On PostgreSQL, how long the oldest transaction of the cluster that holds back what
+    /// subscriptions may read has been open (`None`: none is); SQLite holds nothing back.
+    pub async fn oldest_writer_age(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        match self {
+            Store::Postgres(store) => store
+                .oldest_writer_age()
+                .await
+                .map_err(|error| error.during("looking for open transactions")),
+            Store::Sqlite(_) => Ok(None),
         }
     }
 

@@ -5,6 +5,7 @@
 //! subscription order follow the `(order_tx, position)` rule explained in that migration.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgDatabaseError, PgExecutor, PgListener, PgPool, PgPoolOptions,
@@ -485,6 +486,21 @@ impl EventStore for PgStore {
 }
 
 impl PgStore {
+    /// How long the oldest transaction of the cluster that has written (and so holds back
+    /// what subscriptions may read: see migrations/postgres) has been open, if any is.
+    /// Sessions of other roles are counted only when this role may see them
+    /// (`pg_read_all_stats`).
+    pub(crate) async fn oldest_writer_age(&self) -> Result<Option<Duration>, StoreError> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM clock_timestamp() - min(xact_start))::float8
+             FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seconds.map(|seconds| Duration::from_secs_f64(seconds.max(0.0))))
+    }
+
     /// The readable head of the log and the control counter, in one query.
     pub(crate) async fn pulse(&self) -> Result<Pulse, StoreError> {
         let row = sqlx::query(

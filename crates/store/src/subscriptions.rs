@@ -127,6 +127,15 @@ pub struct ParkedEvent {
     pub replay_requested: bool,
 }
 
+/// One subscription's parked events, summed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedSummary {
+    pub subscription: String,
+    pub parked: u64,
+    /// When the oldest of them was parked.
+    pub oldest: DateTime<Utc>,
+}
+
 /// A subscription as one version of its plugin defines it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionDefinition {

@@ -14,6 +14,8 @@ use eventhost_store::{
     self as store, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
 };
 
+use crate::operate;
+
 /// The most characters of a body the table shows.
 const BODY_SHOWN: usize = 60;
 
@@ -105,20 +107,14 @@ pub async fn run(database_url: &str, command: DeliveriesCommand) -> anyhow::Resu
                     sink: sink.as_deref(),
                 },
             };
-            let retried = store.retry_deliveries(selection).await?;
-            anyhow::ensure!(
-                retried > 0 || id.is_none(),
-                "no dead or skipped message with id {}",
-                id.unwrap_or_default()
-            );
+            let retried = operate::retry_deliveries(&store, selection).await?;
             writeln!(
                 out,
                 "{retried} message(s) pending again; the running daemon sends them next"
             )?;
         }
         DeliveriesCommand::Skip { id } => {
-            let skipped = store.skip_deliveries(DeliverySelection::One(id)).await?;
-            anyhow::ensure!(skipped > 0, "no pending or dead message with id {id}");
+            operate::skip_delivery(&store, id).await?;
             writeln!(out, "message {id} skipped")?;
         }
     }

@@ -9,6 +9,8 @@ use anyhow::Context;
 
 use eventhost_store::{self as store, ParkedSelection, SubscriptionStore};
 
+use crate::operate;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum ParkedCommand {
     /// Parked events, oldest first.
@@ -85,20 +87,14 @@ pub async fn run(database_url: &str, command: ParkedCommand) -> anyhow::Result<E
                 Some(id) => ParkedSelection::One(id),
                 None => ParkedSelection::AllOf(subscription.as_deref()),
             };
-            let marked = store.request_replay(selection).await?;
-            anyhow::ensure!(
-                marked > 0 || id.is_none(),
-                "no parked event with id {}",
-                id.unwrap_or_default()
-            );
+            let marked = operate::replay_parked(&store, selection).await?;
             writeln!(
                 out,
                 "{marked} parked event(s) marked for replay; the running daemon handles them next"
             )?;
         }
         ParkedCommand::Skip { id } => {
-            let skipped = store.skip_parked(ParkedSelection::One(id)).await?;
-            anyhow::ensure!(skipped > 0, "no parked event with id {id}");
+            operate::skip_parked(&store, id).await?;
             writeln!(out, "parked event {id} skipped")?;
         }
     }

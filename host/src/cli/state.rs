@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use eventhost_store::{self as store, SubscriptionStore};
+use eventhost_store as store;
+
+use crate::operate;
 
 /// Entries fetched per round trip.
 const PAGE: usize = 1_000;
@@ -21,27 +23,24 @@ pub struct StateArgs {
 
 pub async fn run(database_url: &str, args: StateArgs) -> anyhow::Result<ExitCode> {
     let store = store::connect(database_url).await?;
-    anyhow::ensure!(
-        store.subscription(&args.subscription).await?.is_some(),
-        "no subscription {:?} (see `eventhost subscriptions list`)",
-        args.subscription
-    );
     let mut out = std::io::stdout().lock();
     let mut after: Option<String> = None;
     loop {
-        let page = store
-            .state_scan(&args.subscription, &args.prefix, after.as_deref(), PAGE)
-            .await?;
-        for (key, value) in &page {
-            // Values are usually JSON documents: show them as such when they parse.
-            let value = serde_json::from_str(value)
-                .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
-            let line = serde_json::json!({ "key": key, "value": value });
+        let page = operate::state_page(
+            &store,
+            &args.subscription,
+            &args.prefix,
+            after.as_deref(),
+            PAGE,
+        )
+        .await?;
+        for entry in &page {
+            let line = serde_json::to_string(entry).context("cannot encode a state entry")?;
             writeln!(out, "{line}").context("cannot write to stdout")?;
         }
         if page.len() < PAGE {
             return Ok(ExitCode::SUCCESS);
         }
-        after = page.last().map(|(key, _)| key.clone());
+        after = page.last().map(|entry| entry.key.clone());
     }
 }

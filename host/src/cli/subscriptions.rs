@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use eventhost_store::{self as store, SubscriptionStore};
+use eventhost_store as store;
+
+use crate::operate;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SubscriptionsCommand {
@@ -37,7 +39,7 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
     let mut out = std::io::stdout().lock();
     match command {
         SubscriptionsCommand::List { json } => {
-            let subscriptions = store.subscriptions().await?;
+            let subscriptions = operate::subscriptions(&store).await?;
             if !json {
                 writeln!(
                     out,
@@ -45,22 +47,20 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
                     "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "PROGRESS"
                 )?;
             }
-            for subscription in subscriptions {
-                let lag = store.lag(&subscription.name).await?;
+            for view in subscriptions {
                 if json {
-                    let mut record = serde_json::to_value(&subscription)
-                        .context("cannot encode a subscription")?;
-                    record["lag"] = lag.into();
-                    record["position"] = subscription.checkpoint.position().into();
-                    writeln!(out, "{record}")?;
+                    let line =
+                        serde_json::to_string(&view).context("cannot encode a subscription")?;
+                    writeln!(out, "{line}")?;
                 } else {
+                    let subscription = &view.record;
                     writeln!(
                         out,
                         "{:<32} {:<20} {:>10} {:>10} {:<8} {:<24} {}",
                         subscription.name,
                         subscription.plugin,
-                        subscription.checkpoint.position(),
-                        lag,
+                        view.position,
+                        view.lag,
                         subscription.status,
                         progress_summary(subscription.progress.as_ref()),
                         subscription.last_error.as_deref().unwrap_or("-"),
@@ -73,13 +73,12 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
             to,
             clear_state,
         } => {
-            let record = store.reset(&name, to, clear_state).await?;
-            let lag = store.lag(&name).await?;
+            let view = operate::reset(&store, &name, to, clear_state).await?;
             let cleared = if clear_state { ", state cleared" } else { "" };
             writeln!(
                 out,
-                "{name}: resumes after position {} ({lag} events to handle{cleared})",
-                record.checkpoint.position()
+                "{name}: resumes after position {} ({} events to handle{cleared})",
+                view.position, view.lag
             )?;
         }
     }

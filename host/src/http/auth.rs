@@ -131,12 +131,16 @@ pub trait Needs: Send + Sync {
 
 pub struct ReadScope;
 pub struct AppendScope;
+pub struct AdminScope;
 
 impl Needs for ReadScope {
     const SCOPE: Scope = Scope::Read;
 }
 impl Needs for AppendScope {
     const SCOPE: Scope = Scope::Append;
+}
+impl Needs for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
 }
 
 /// Proof that the request's token grants `S`: taking it as a handler's first argument

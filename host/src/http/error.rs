@@ -189,6 +189,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// A `limit` a client wrote: 1 to `max`, `default` when not given.
+pub fn limit(text: Option<&str>, default: u64, max: u64) -> Result<usize, ApiError> {
+    match number("limit", text, default, max)? {
+        0 => Err(ApiError::bad_request(format!(
+            "limit: expected a whole number from 1 to {max}, got \"0\""
+        ))),
+        limit => Ok(usize::try_from(limit).unwrap_or(usize::MAX)),
+    }
+}
+
+/// A position or version a client sent in a JSON body, within what the store keeps.
+pub fn stored(name: &str, value: u64) -> Result<u64, ApiError> {
+    if value > i64::MAX as u64 {
+        return Err(ApiError::bad_request(format!(
+            "{name}: expected a whole number from 0 to {}, got {value}",
+            i64::MAX
+        )));
+    }
+    Ok(value)
+}
+
 /// A whole number a client wrote for `name`, within what the store keeps (`0..=i64::MAX`)
 /// and `max`.
 pub fn number(name: &str, text: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {

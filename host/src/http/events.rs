@@ -13,7 +13,7 @@ use eventhost_store::EventStore;
 
 use super::Api;
 use super::auth::{AppendScope, Granted, ReadScope};
-use super::error::{ApiError, JsonBody, PathParams, QueryParams, number};
+use super::error::{ApiError, JsonBody, PathParams, QueryParams, limit, number};
 use crate::operate::{self, AppendedRecord};
 
 /// Events per page when the request does not say.
@@ -81,18 +81,15 @@ impl PageQuery {
     }
 
     fn limit(&self) -> Result<usize, ApiError> {
-        let limit = number("limit", self.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
-        if limit == 0 {
-            return Err(ApiError::bad_request(format!(
-                "limit: expected a whole number from 1 to {MAX_PAGE}, got \"0\""
-            )));
-        }
-        Ok(usize::try_from(limit).unwrap_or(usize::MAX))
+        limit(self.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)
     }
 }
 
 fn appended(records: Vec<AppendedRecord>) -> (StatusCode, Json<AppendResponse>) {
-    let duplicate = records.iter().all(|record| record.duplicate);
+    let written = records.iter().filter(|record| !record.duplicate).count();
+    metrics::counter!("eventhost_events_appended_total", "source" => "http")
+        .increment(written as u64);
+    let duplicate = written == 0;
     let status = if duplicate {
         StatusCode::OK
     } else {

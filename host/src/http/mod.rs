@@ -9,6 +9,8 @@
 mod auth;
 mod error;
 mod events;
+mod metrics;
+mod operate;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -117,6 +119,7 @@ impl HttpServer {
             address: settings.address,
             source,
         };
+        metrics::handle();
         let listener = TcpListener::bind(settings.address)
             .await
             .map_err(bind_error)?;
@@ -193,8 +196,22 @@ fn router(api: Api, max_body_bytes: usize) -> Router {
             "/v1/categories/{aggregate_type}/events",
             get(events::read_category),
         )
+        .route("/v1/subscriptions", get(operate::subscriptions))
+        .route("/v1/subscriptions/{name}/reset", post(operate::reset))
+        .route("/v1/subscriptions/{name}/state", get(operate::state))
+        .route("/v1/parked", get(operate::parked))
+        .route("/v1/parked/replay", post(operate::replay_all))
+        .route("/v1/parked/{id}/replay", post(operate::replay_one))
+        .route("/v1/parked/{id}/skip", post(operate::skip_parked))
+        .route("/v1/plugins", get(operate::plugins))
+        .route("/v1/deliveries", get(operate::deliveries))
+        .route("/v1/deliveries/retry", post(operate::retry_all))
+        .route("/v1/deliveries/{id}/retry", post(operate::retry_one))
+        .route("/v1/deliveries/{id}/skip", post(operate::skip_delivery))
+        .route("/metrics", get(metrics::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api)
 }

@@ -62,6 +62,11 @@ impl ApiClient {
         self.send(self.client.post(self.url(path)).json(body)).await
     }
 
+    /// A POST without a body.
+    pub async fn post_empty(&self, path: &str) -> Reply {
+        self.send(self.client.post(self.url(path))).await
+    }
+
     /// A request with a raw body and content type.
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
         let request = self

@@ -8,9 +8,9 @@ use sqlx::{Postgres, Row, Transaction};
 use super::{PgStore, append_error, append_rows, deliveries, event_from_row, parse_tx};
 use crate::subscriptions::{Definition, like_prefix};
 use crate::{
-    BatchCommit, Checkpoint, DefinedSubscription, Filter, ParkedEvent, ParkedSelection, StoreError,
-    SubscriptionDefinition, SubscriptionRecord, SubscriptionStore, from_sql_int, sql_int,
-    sql_limit,
+    BatchCommit, Checkpoint, DefinedSubscription, Filter, ParkedEvent, ParkedSelection,
+    ParkedSummary, StoreError, SubscriptionDefinition, SubscriptionRecord, SubscriptionStore,
+    from_sql_int, sql_int, sql_limit,
 };
 use eventhost_domain::{Event, Position};
 
@@ -56,6 +56,25 @@ fn parked_from_row(row: &PgRow) -> Result<ParkedEvent, StoreError> {
 }
 
 impl PgStore {
+    /// Each subscription's parked events: how many, and when the oldest was parked.
+    pub(crate) async fn parked_summary(&self) -> Result<Vec<ParkedSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT subscription, count(*) AS parked, min(parked_at) AS oldest
+             FROM eventhost.parked GROUP BY subscription ORDER BY subscription",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ParkedSummary {
+                    subscription: row.try_get("subscription")?,
+                    parked: from_sql_int(row.try_get("parked")?),
+                    oldest: row.try_get("oldest")?,
+                })
+            })
+            .collect()
+    }
+
     async fn select_subscription(
         &self,
         name: &str,

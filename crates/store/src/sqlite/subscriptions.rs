@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::{SqliteStore, append_in, deliveries, event_from_row, parse_json};
 use crate::subscriptions::{Definition, like_prefix};
 use crate::{
-    BatchCommit, Checkpoint, DefinedSubscription, Filter, ParkedEvent, ParkedSelection, StoreError,
-    SubscriptionDefinition, SubscriptionRecord, SubscriptionStore, from_sql_int, sql_int,
-    sql_limit,
+    BatchCommit, Checkpoint, DefinedSubscription, Filter, ParkedEvent, ParkedSelection,
+    ParkedSummary, StoreError, SubscriptionDefinition, SubscriptionRecord, SubscriptionStore,
+    from_sql_int, sql_int, sql_limit,
 };
 use eventhost_domain::{Event, Position};
 
@@ -70,6 +70,25 @@ fn names_json(names: &[String]) -> Result<String, StoreError> {
 }
 
 impl SqliteStore {
+    /// Each subscription's parked events: how many, and when the oldest was parked.
+    pub(crate) async fn parked_summary(&self) -> Result<Vec<ParkedSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT subscription, count(*) AS parked, min(parked_at) AS oldest
+             FROM parked GROUP BY subscription ORDER BY subscription",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ParkedSummary {
+                    subscription: row.try_get("subscription")?,
+                    parked: from_sql_int(row.try_get("parked")?),
+                    oldest: row.try_get::<DateTime<Utc>, _>("oldest")?,
+                })
+            })
+            .collect()
+    }
+
     async fn commit_in(
         &self,
         conn: &mut SqliteConnection,
