@@ -41,7 +41,7 @@ use eventhost_dispatch::plugins::SinkNames;
 use eventhost_dispatch::relay::RelaySpec;
 use eventhost_runtime::StartFrom;
 
-use crate::http::{DEFAULT_MAX_BODY_BYTES, Listen, Scope, Tokens};
+use crate::http::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FEEDS, Listen, Scope, Tokens};
 
 /// The most bytes of a configuration file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -61,6 +61,7 @@ pub struct HttpConfig {
     /// `None` when the file does not say (the command line's default applies).
     pub address: Option<Listen>,
     pub max_body_bytes: usize,
+    pub max_feeds: usize,
     pub tokens: Tokens,
 }
 
@@ -69,6 +70,7 @@ impl Default for HttpConfig {
         Self {
             address: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_feeds: DEFAULT_MAX_FEEDS,
             tokens: Tokens::default(),
         }
     }
@@ -93,6 +95,7 @@ struct ConfigFile {
 struct HttpSection {
     address: Option<String>,
     max_body_bytes: Option<usize>,
+    max_feeds: Option<usize>,
     #[serde(default)]
     tokens: BTreeMap<String, TokenConfig>,
 }
@@ -223,6 +226,11 @@ fn http(section: HttpSection, env: impl Fn(&str) -> Option<String>) -> Result<Ht
         Some(bytes) => bytes,
         None => DEFAULT_MAX_BODY_BYTES,
     };
+    let max_feeds = match section.max_feeds {
+        Some(0) => return Err("http.max_feeds must be at least 1".to_owned()),
+        Some(feeds) => feeds,
+        None => DEFAULT_MAX_FEEDS,
+    };
     let mut tokens = Tokens::default();
     for (name, token) in section.tokens {
         let secret = env(&token.secret_env).ok_or_else(|| {
@@ -238,6 +246,7 @@ fn http(section: HttpSection, env: impl Fn(&str) -> Option<String>) -> Result<Ht
     Ok(HttpConfig {
         address,
         max_body_bytes,
+        max_feeds,
         tokens,
     })
 }

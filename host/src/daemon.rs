@@ -152,11 +152,6 @@ impl Daemon {
     /// as files change) stops at `shutdown`.
     pub async fn start(config: DaemonConfig, shutdown: Shutdown) -> Result<Self, DaemonError> {
         let store = store::connect(&config.database_url).await?;
-        // Listen early: an address in use stops start-up before any plugin is compiled.
-        let http = match &config.http {
-            Some(settings) => Some(HttpServer::start(settings, store.clone()).await?),
-            None => None,
-        };
         let mut runtime_config = RuntimeConfig::daemon(&config.cache_dir);
         runtime_config.store_limits = store.limits();
         runtime_config.guests = Some(config.guests.clone());
@@ -172,6 +167,14 @@ impl Daemon {
         let watcher = Watcher::new(&folder)?;
         let mut dispatcher =
             Dispatcher::start(store.clone(), config.dispatch_config(&store)).await?;
+        // Listen before loading plugins: an address in use stops start-up before any plugin
+        // is compiled.
+        let http = match &config.http {
+            Some(settings) => {
+                Some(HttpServer::start(settings, store.clone(), dispatcher.changes()).await?)
+            }
+            None => None,
+        };
         if !config.config.relays.is_empty() {
             let relays = Relays::new(&config.config.relays).map_err(DaemonError::Relays)?;
             dispatcher

@@ -382,6 +382,12 @@ impl Dispatcher {
         }
     }
 
+    /// A receiver that changes whenever new events may be readable (or a checkpoint may
+    /// have moved): what wakes the subscriptions, for other followers of the log.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wakeups.any.clone()
+    }
+
     /// The names of the installed plugins.
     pub fn plugins(&self) -> impl Iterator<Item = &str> {
         self.plugins.keys().map(String::as_str)

@@ -147,6 +147,7 @@ fn http_settings(given: Option<Listen>, config: &Config) -> anyhow::Result<Optio
         address,
         tokens,
         max_body_bytes: config.http.max_body_bytes,
+        max_feeds: config.http.max_feeds,
     }))
 }
 

@@ -9,6 +9,7 @@
 mod auth;
 mod error;
 mod events;
+mod feed;
 mod metrics;
 mod operate;
 
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -40,6 +42,9 @@ pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7070";
 /// The largest request body by default: a full append (10,000 events) of small events, or
 /// a handful of the largest (1 MiB) payloads.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Live feeds open at once by default.
+pub const DEFAULT_MAX_FEEDS: usize = 256;
 
 /// How long a readiness check waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -76,6 +81,8 @@ pub struct HttpSettings {
     pub address: SocketAddr,
     pub tokens: Tokens,
     pub max_body_bytes: usize,
+    /// Live feeds (`/v1/feed`) open at once; more are refused with 503.
+    pub max_feeds: usize,
 }
 
 /// Why the API cannot be served; the daemon does not start.
@@ -99,6 +106,12 @@ pub struct Api {
     store: Store,
     tokens: Arc<Tokens>,
     plugins_loaded: Arc<AtomicBool>,
+    /// Changes whenever new events may be readable: what live feeds wait on.
+    changes: watch::Receiver<u64>,
+    /// Cancelled when the server stops: live feeds end.
+    stopping: CancellationToken,
+    /// One permit per live feed.
+    feeds: Arc<Semaphore>,
 }
 
 /// The running server; [`HttpServer::stop`] ends it.
@@ -110,8 +123,13 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Listens on the settings' address and serves the API on `store` from now on.
-    pub async fn start(settings: &HttpSettings, store: Store) -> Result<Self, HttpError> {
+    /// Listens on the settings' address and serves the API on `store` from now on; live
+    /// feeds look for new events when `changes` changes.
+    pub async fn start(
+        settings: &HttpSettings,
+        store: Store,
+        changes: watch::Receiver<u64>,
+    ) -> Result<Self, HttpError> {
         if settings.tokens.is_empty() && !settings.address.ip().is_loopback() {
             return Err(HttpError::OpenToTheNetwork(settings.address));
         }
@@ -125,12 +143,15 @@ impl HttpServer {
             .map_err(bind_error)?;
         let address = listener.local_addr().map_err(bind_error)?;
         let plugins_loaded = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let api = Api {
             store,
             tokens: Arc::new(settings.tokens.clone()),
             plugins_loaded: plugins_loaded.clone(),
+            changes,
+            stopping: stop.clone(),
+            feeds: Arc::new(Semaphore::new(settings.max_feeds)),
         };
-        let stop = CancellationToken::new();
         let serve = axum::serve(listener, router(api, settings.max_body_bytes))
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future();
@@ -208,6 +229,7 @@ fn router(api: Api, max_body_bytes: usize) -> Router {
         .route("/v1/deliveries/retry", post(operate::retry_all))
         .route("/v1/deliveries/{id}/retry", post(operate::retry_one))
         .route("/v1/deliveries/{id}/skip", post(operate::skip_delivery))
+        .route("/v1/feed", get(feed::feed))
         .route("/metrics", get(metrics::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
