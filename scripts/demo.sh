@@ -40,7 +40,8 @@ echo "== the same projection written in Python and in JavaScript: the same state
 echo "== events the shipping policy emitted"
 "$eventhost" read category shipment
 echo
-echo "The daemon keeps running (Ctrl-C stops it). In another terminal, try:"
+echo "The daemon keeps running (Ctrl-C stops it). Its status page: $api/"
+echo "In another terminal, try:"
 echo "  curl -sS '$api/v1/events?limit=5'"
 echo "  DATABASE_URL=$DATABASE_URL $eventhost append --aggregate-type order --aggregate-id o-7 \\"
 echo "      --event-type order.created --payload '{\"customer\":\"ada\",\"lines\":[]}'"

@@ -14,6 +14,8 @@ if ! cmp -s examples/sql/requirements.txt "$tools/.sql-requirements.txt"; then
 fi
 # The JavaScript plugin's payload decoder has unit tests of its own.
 (cd plugins/javascript/order-totals && npm test --silent)
+# The status page's browser test drives Chromium with playwright-core.
+(cd host/tests/browser && npm ci --silent --no-audit --no-fund)
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

@@ -12,6 +12,7 @@ mod events;
 mod feed;
 mod metrics;
 mod operate;
+mod page;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -203,6 +204,9 @@ impl Drop for HttpServer {
 
 fn router(api: Api, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::script))
+        .route("/assets/app.css", get(page::style))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route(
