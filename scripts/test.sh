@@ -12,6 +12,11 @@ if ! cmp -s examples/sql/requirements.txt "$tools/.sql-requirements.txt"; then
     "$tools/bin/python" -m pip install --quiet --disable-pip-version-check -r examples/sql/requirements.txt
     cp examples/sql/requirements.txt "$tools/.sql-requirements.txt"
 fi
+# The API fuzzing test runs schemathesis from the same virtualenv.
+if ! cmp -s host/tests/fuzz/requirements.txt "$tools/.fuzz-requirements.txt"; then
+    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check -r host/tests/fuzz/requirements.txt
+    cp host/tests/fuzz/requirements.txt "$tools/.fuzz-requirements.txt"
+fi
 # The JavaScript plugin's payload decoder has unit tests of its own.
 (cd plugins/javascript/order-totals && npm test --silent)
 # The status page's browser test drives Chromium with playwright-core.

@@ -13,7 +13,7 @@ use eventhost_store::{
 };
 
 /// Where one appended event landed, as both faces report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AppendedRecord {
     pub id: Uuid,
     pub aggregate_type: String,
@@ -80,7 +80,7 @@ pub async fn append_stream(
 }
 
 /// A subscription as operators see it: its record, where it is and how far behind.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView {
     #[serde(flatten)]
     pub record: SubscriptionRecord,
@@ -182,7 +182,7 @@ pub async fn skip_delivery(store: &Store, id: i64) -> Result<(), StoreError> {
 
 /// One entry of a subscription's state: values that are JSON documents as such, others as
 /// strings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StateEntry {
     pub key: String,
     pub value: serde_json::Value,

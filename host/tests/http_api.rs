@@ -254,6 +254,24 @@ async fn bad_requests_get_one_json_error_and_write_nothing() {
             "after",
         ),
         (
+            api.get("/v1/parked?subscription=a%00b").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "NUL",
+        ),
+        (
+            api.get("/v1/categories/a%00b/events").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "NUL",
+        ),
+        (
+            api.post("/v1/parked/replay", &json!({"subscription": "a\u{0}b"})).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "NUL",
+        ),
+        (
             api.get("/v1/nothing-here").await,
             StatusCode::NOT_FOUND,
             "not_found",

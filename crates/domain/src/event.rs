@@ -100,7 +100,7 @@ impl NewEvent {
 }
 
 /// A stored event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: Uuid,
     pub position: Position,
@@ -108,6 +108,8 @@ pub struct Event {
     pub aggregate_id: String,
     pub version: Version,
     pub event_type: String,
+    /// Any JSON value.
+    #[schema(value_type = serde_json::Value)]
     pub payload: Payload,
     pub metadata: Metadata,
     pub recorded_at: DateTime<Utc>,

@@ -13,18 +13,20 @@ use uuid::Uuid;
 use crate::event::{ExpectedVersion, Metadata, NewEvent, StreamId};
 
 /// One line of event input.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventLine {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub event_type: String,
+    /// Any JSON value.
     pub payload: serde_json::Value,
     #[serde(default)]
     pub metadata: Metadata,
     #[serde(default)]
     pub id: Option<Uuid>,
     #[serde(default, deserialize_with = "deserialize_expected_version")]
+    #[schema(value_type = WrittenExpectedVersion)]
     pub expected_version: ExpectedVersion,
     /// Where the line is in its input, counting from 1 (0 for an event not read from one).
     #[serde(skip)]
@@ -101,20 +103,25 @@ pub fn parse_expected_version(text: &str) -> Result<ExpectedVersion, String> {
     }
 }
 
+/// An expected version as people write it: a number, `"any"` or `"no-stream"` (what
+/// [`deserialize_expected_version`] reads, and the API documents).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum WrittenExpectedVersion {
+    /// The version the stream must be at (0: it must not exist).
+    Number(u64),
+    /// `any` or `no-stream`.
+    Word(String),
+}
+
 /// Reads an expected version written as a number, `"any"` or `"no-stream"` (serde's
 /// `deserialize_with` for input formats people write).
 pub fn deserialize_expected_version<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<ExpectedVersion, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Number(u64),
-        Word(String),
-    }
-    match Written::deserialize(deserializer)? {
-        Written::Number(number) => parse_expected_version(&number.to_string()),
-        Written::Word(word) => parse_expected_version(&word),
+    match WrittenExpectedVersion::deserialize(deserializer)? {
+        WrittenExpectedVersion::Number(number) => parse_expected_version(&number.to_string()),
+        WrittenExpectedVersion::Word(word) => parse_expected_version(&word),
     }
     .map_err(serde::de::Error::custom)
 }

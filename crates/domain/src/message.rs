@@ -31,7 +31,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// A message a committed batch (or a relay) asks to be delivered to a sink.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Message {
     /// The idempotency key, unique per sink: `<subscription>:<position>:<index>` for a
     /// plugin's message, the event's id for a relay's.
@@ -40,8 +40,12 @@ pub struct Message {
     pub sink: String,
     /// Messages with the same key reach the sink in commit order.
     pub key: Option<String>,
+    /// `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
+    /// UTF-8 text as is; other bytes as `base64:...`.
     #[serde(serialize_with = "body_text")]
+    #[schema(value_type = String)]
     pub body: Vec<u8>,
 }
 

@@ -18,7 +18,7 @@ use super::StoreError;
 use eventhost_domain::Message;
 
 /// Where a message is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Waiting to be sent, or to be sent again.
@@ -59,7 +59,7 @@ impl std::fmt::Display for DeliveryStatus {
 }
 
 /// A stored message and how its delivery went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The row's id: the order messages were enqueued in (what `deliveries retry` takes).
     pub id: i64,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::StoreError;
 
 /// One plugin file as the daemon last saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PluginRecord {
     pub file: String,
     /// The running plugin's name and version (kept when a newer file is rejected).

@@ -15,19 +15,22 @@ use super::{Checkpoint, Filter, StoreError};
 use eventhost_domain::{Event, ExpectedVersion, Message, NewEvent, Position, StreamId};
 
 /// A subscription as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionRecord {
     /// `<plugin>.<subscription>`.
     pub name: String,
     pub plugin: String,
     #[serde(skip)]
     pub filter: Filter,
+    /// `<transaction>:<position>` (the transaction 0 on SQLite).
     #[serde(serialize_with = "display")]
+    #[schema(value_type = String)]
     pub checkpoint: Checkpoint,
     /// `running`, `failing` (retrying a batch) or `stopped` (its plugin is gone).
     pub status: String,
     pub last_error: Option<String>,
     /// The daemon's latest progress report (events/s, lag, estimated time left).
+    #[schema(value_type = Option<Object>)]
     pub progress: Option<serde_json::Value>,
     pub updated_at: DateTime<Utc>,
 }
@@ -115,7 +118,7 @@ impl BatchCommit {
 }
 
 /// A parked event as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ParkedEvent {
     pub id: i64,
     pub subscription: String,

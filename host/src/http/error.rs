@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::warn;
@@ -46,23 +47,26 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_input`, `version_conflict`, `not_found`...
+    code: String,
+    /// For people: what was wrong, naming the field, the event or the versions.
+    message: String,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
@@ -170,6 +174,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul("the path", parts.uri.path())?;
         let axum::extract::Path(value) =
             axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(Self(value))
@@ -183,9 +188,31 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul("the query", parts.uri.query().unwrap_or_default())?;
         let axum::extract::Query(value) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(Self(value))
+    }
+}
+
+/// Refuses a NUL character (also percent-encoded, `%00`) in a path or query string: no
+/// name, key or filter may hold one (PostgreSQL cannot keep it).
+fn refuse_nul(what: &str, raw: &str) -> Result<(), ApiError> {
+    if percent_decode_str(raw).any(|byte| byte == 0) {
+        return Err(ApiError::bad_request(format!(
+            "{what} holds a NUL character (%00), which no name may hold"
+        )));
+    }
+    Ok(())
+}
+
+/// A name a client sent in a JSON body: no NUL character.
+pub fn name<'a>(field: &str, value: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
+    match value {
+        Some(text) if text.contains('\0') => Err(ApiError::bad_request(format!(
+            "{field}: holds a NUL character, which no name may hold"
+        ))),
+        other => Ok(other),
     }
 }
 

@@ -20,13 +20,14 @@ use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+use utoipa::{IntoParams, ToSchema};
 
 use eventhost_domain::{Checkpoint, Filter};
 use eventhost_store::{BatchEntry, BatchLimit, EventStore, Store};
 
 use super::Api;
 use super::auth::{Granted, ReadScope};
-use super::error::{ApiError, QueryParams};
+use super::error::{ApiError, ErrorBody, QueryParams};
 use super::events::check_position;
 
 /// Events read from the store at once.
@@ -39,9 +40,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Where to start and what to follow.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
     /// `beginning` (the default) or `now`.
+    #[param(pattern = "^(beginning|now)$")]
     from: Option<String>,
     /// Start after this checkpoint (an event's SSE id); `Last-Event-ID` takes precedence.
     after: Option<String>,
@@ -51,7 +54,19 @@ pub struct FeedQuery {
     event_type: Option<String>,
 }
 
-/// `GET /v1/feed?from=beginning|now&after=CHECKPOINT&aggregate_type=a,b&event_type=x,y`
+/// The log as a live feed of Server-Sent Events, in the subscriptions' gap-free order; each
+/// event's SSE id is its checkpoint, for `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/feed", tag = "events",
+    params(
+        FeedQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume just after this event (its SSE id)"),
+    ),
+    responses(
+        (status = 200, description = "An endless stream of events: `id: TX:POSITION`, `data: <event as JSON>`", content_type = "text/event-stream", body = FeedMessage),
+        (status = 400, description = "Bad `from`, `after` or `Last-Event-ID`", body = ErrorBody),
+        (status = 503, description = "`max_feeds` feeds are open", body = ErrorBody),
+    ),
+    security(("token" = ["read"])))]
 pub async fn feed(
     _: Granted<ReadScope>,
     State(api): State<Api>,
@@ -199,19 +214,44 @@ impl Drop for Follower {
     }
 }
 
-/// An entry as an SSE event: its checkpoint the id, the event as JSON the data. An event the
-/// store cannot read whole comes as an `unreadable` event with the reason.
-fn sse_event(entry: &BatchEntry) -> SseEvent {
-    let event = SseEvent::default().id(entry.checkpoint.to_string());
-    match &entry.defect {
-        None => event
-            .json_data(&entry.event)
-            .unwrap_or_else(|error| unreadable(entry, &error.to_string())),
-        Some(reason) => unreadable(entry, reason),
+/// One event of the feed, as the SSE fields carry it.
+#[derive(ToSchema)]
+pub struct FeedMessage {
+    /// The event's checkpoint (`TX:POSITION`): send it back as `Last-Event-ID`.
+    id: String,
+    /// Absent for an event; `unreadable` for one the store cannot read whole.
+    event: Option<&'static str>,
+    /// The event as JSON; for an unreadable one its id, stream, position and the reason.
+    data: String,
+}
+
+impl From<FeedMessage> for SseEvent {
+    fn from(message: FeedMessage) -> Self {
+        let event = SseEvent::default().id(message.id).data(message.data);
+        match message.event {
+            Some(name) => event.event(name),
+            None => event,
+        }
     }
 }
 
-fn unreadable(entry: &BatchEntry, reason: &str) -> SseEvent {
+/// An entry as an SSE event: its checkpoint the id, the event as JSON the data. An event the
+/// store cannot read whole comes as an `unreadable` event with the reason.
+fn sse_event(entry: &BatchEntry) -> SseEvent {
+    let id = entry.checkpoint.to_string();
+    let message = match (&entry.defect, serde_json::to_string(&entry.event)) {
+        (None, Ok(data)) => FeedMessage {
+            id,
+            event: None,
+            data,
+        },
+        (Some(reason), _) => unreadable(id, entry, reason),
+        (None, Err(error)) => unreadable(id, entry, &error.to_string()),
+    };
+    message.into()
+}
+
+fn unreadable(id: String, entry: &BatchEntry, reason: &str) -> FeedMessage {
     let data = serde_json::json!({
         "id": entry.event.id,
         "position": entry.event.position,
@@ -220,8 +260,9 @@ fn unreadable(entry: &BatchEntry, reason: &str) -> SseEvent {
         "version": entry.event.version,
         "error": reason,
     });
-    SseEvent::default()
-        .id(entry.checkpoint.to_string())
-        .event("unreadable")
-        .data(data.to_string())
+    FeedMessage {
+        id,
+        event: Some("unreadable"),
+        data: data.to_string(),
+    }
 }

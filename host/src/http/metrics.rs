@@ -162,7 +162,10 @@ fn known_method(method: &Method) -> &'static str {
     }
 }
 
-/// `GET /metrics`
+/// Prometheus metrics, in its text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String)),
+    security(("token" = ["read"])))]
 pub async fn metrics(_: Granted<ReadScope>, State(api): State<Api>) -> Result<Response, ApiError> {
     let Some(handle) = handle() else {
         return Err(ApiError::new(

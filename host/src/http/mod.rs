@@ -22,15 +22,20 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
-use serde_json::json;
+use axum::routing::get;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use eventhost_store::Store;
 
@@ -202,39 +207,131 @@ impl Drop for HttpServer {
     }
 }
 
+/// The API's description, completed by every route [`router`] registers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "eventhost",
+        description = "Append, read and follow events; operate subscriptions, parked events, plugins and deliveries. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    tags(
+        (name = "events", description = "Append, read and follow events"),
+        (name = "operate", description = "Subscriptions, parked events, plugins, deliveries"),
+        (name = "health", description = "Probes and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// What every route shares, written once: the bearer token scheme, and the error answers
+/// a route can give whatever it does (401 and 403 where a token is needed, 503 when the
+/// store fails, 400 for bad parameters, 413 and 415 for bodies).
+struct Conventions;
+
+impl utoipa::Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A token of the daemon's configuration, with the scope a route names (admin allows all); none on a loopback address without tokens",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("token", SecurityScheme::Http(scheme));
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let secured = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|list| !list.is_empty());
+                let mut common = Vec::new();
+                if secured {
+                    common.extend([
+                        ("401", "No token, or an unknown one"),
+                        ("403", "The token lacks the route's scope"),
+                        ("503", "The store does not answer"),
+                    ]);
+                }
+                if operation
+                    .parameters
+                    .as_ref()
+                    .is_some_and(|list| !list.is_empty())
+                {
+                    common.push(("400", "Bad input (the message names the parameter)"));
+                }
+                if operation.request_body.is_some() {
+                    common.extend([
+                        ("400", "Bad input (the message names the field)"),
+                        ("413", "The body is over max_body_bytes"),
+                        ("415", "The body is not sent as application/json"),
+                    ]);
+                }
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build(),
+    )
+}
+
+/// Every route, registered and described at once: a route cannot be served undocumented.
+fn api_routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(events::read_all, events::append_lines))
+        .routes(routes!(events::read_stream, events::append_to_stream))
+        .routes(routes!(events::read_category))
+        .routes(routes!(feed::feed))
+        .routes(routes!(operate::subscriptions))
+        .routes(routes!(operate::reset))
+        .routes(routes!(operate::state))
+        .routes(routes!(operate::parked))
+        .routes(routes!(operate::replay_all))
+        .routes(routes!(operate::replay_one))
+        .routes(routes!(operate::skip_parked))
+        .routes(routes!(operate::plugins))
+        .routes(routes!(operate::deliveries))
+        .routes(routes!(operate::retry_all))
+        .routes(routes!(operate::retry_one))
+        .routes(routes!(operate::skip_delivery))
+}
+
 fn router(api: Api, max_body_bytes: usize) -> Router {
-    Router::new()
+    let (routes, mut document) = api_routes().split_for_parts();
+    utoipa::Modify::modify(&Conventions, &mut document);
+    let document: Arc<str> = Arc::from(document.to_json().unwrap_or_default());
+    routes
+        .route(
+            "/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    document.to_string(),
+                )
+            }),
+        )
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))
         .route("/assets/app.css", get(page::style))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route(
-            "/v1/events",
-            get(events::read_all).post(events::append_lines),
-        )
-        .route(
-            "/v1/streams/{aggregate_type}/{aggregate_id}/events",
-            get(events::read_stream).post(events::append_to_stream),
-        )
-        .route(
-            "/v1/categories/{aggregate_type}/events",
-            get(events::read_category),
-        )
-        .route("/v1/subscriptions", get(operate::subscriptions))
-        .route("/v1/subscriptions/{name}/reset", post(operate::reset))
-        .route("/v1/subscriptions/{name}/state", get(operate::state))
-        .route("/v1/parked", get(operate::parked))
-        .route("/v1/parked/replay", post(operate::replay_all))
-        .route("/v1/parked/{id}/replay", post(operate::replay_one))
-        .route("/v1/parked/{id}/skip", post(operate::skip_parked))
-        .route("/v1/plugins", get(operate::plugins))
-        .route("/v1/deliveries", get(operate::deliveries))
-        .route("/v1/deliveries/retry", post(operate::retry_all))
-        .route("/v1/deliveries/{id}/retry", post(operate::retry_one))
-        .route("/v1/deliveries/{id}/skip", post(operate::skip_delivery))
-        .route("/v1/feed", get(feed::feed))
-        .route("/metrics", get(metrics::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
         .layer(axum::middleware::from_fn(metrics::track))
@@ -242,12 +339,36 @@ fn router(api: Api, max_body_bytes: usize) -> Router {
         .with_state(api)
 }
 
-/// `GET /health/live`: the process serves requests.
-async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "status": "live" }))
+/// `{"status": "live"}`
+#[derive(Serialize, ToSchema)]
+struct Live {
+    status: &'static str,
 }
 
-/// `GET /health/ready`: the store answers and the plugins folder is loaded.
+/// Whether the daemon is ready, and what it waits for.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// `ok`, or why the store does not answer.
+    store: String,
+    /// `loaded`, or `loading` while the plugins folder is first loaded.
+    plugins: &'static str,
+}
+
+/// The process serves requests.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "Serving", body = Live)))]
+async fn live() -> Json<Live> {
+    Json(Live { status: "live" })
+}
+
+/// The store answers and the plugins folder is loaded.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready: the store does not answer, or plugins are loading", body = Ready),
+    ))]
 async fn ready(State(api): State<Api>) -> Response {
     let store = match tokio::time::timeout(READY_TIMEOUT, api.store.pulse()).await {
         Ok(Ok(_)) => "ok".to_owned(),
@@ -261,11 +382,11 @@ async fn ready(State(api): State<Api>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "store": store,
-        "plugins": if loaded { "loaded" } else { "loading" },
-    });
+    let body = Ready {
+        status: if ready { "ready" } else { "not_ready" },
+        store,
+        plugins: if loaded { "loaded" } else { "loading" },
+    };
     (status, Json(body)).into_response()
 }
 

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use eventhost_store::{
     Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore, ParkedEvent,
@@ -13,18 +14,21 @@ use eventhost_store::{
 
 use super::Api;
 use super::auth::{AdminScope, Granted, ReadScope};
-use super::error::{ApiError, JsonBody, PathParams, QueryParams, limit, stored};
+use super::error::{ApiError, ErrorBody, JsonBody, PathParams, QueryParams, limit, name, stored};
 use crate::operate::{self, StateEntry, SubscriptionView};
 
 /// The most entries of one page of state, or of a deliveries listing.
 const MAX_LISTED: u64 = 1_000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Subscriptions {
     subscriptions: Vec<SubscriptionView>,
 }
 
-/// `GET /v1/subscriptions`
+/// Every subscription, with its lag.
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "operate",
+    responses((status = 200, description = "Every subscription", body = Subscriptions)),
+    security(("token" = ["read"])))]
 pub async fn subscriptions(
     _: Granted<ReadScope>,
     State(api): State<Api>,
@@ -34,7 +38,7 @@ pub async fn subscriptions(
 }
 
 /// The body of a reset.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reset {
     /// Resume after the event at this position (0, the default: from the beginning).
@@ -45,7 +49,16 @@ pub struct Reset {
     clear_state: bool,
 }
 
-/// `POST /v1/subscriptions/{name}/reset`
+/// Moves a subscription's checkpoint (and, if asked, deletes its state).
+#[utoipa::path(post, path = "/v1/subscriptions/{name}/reset", tag = "operate",
+    params(("name" = String, Path, description = "`<plugin>.<subscription>`")),
+    request_body = Reset,
+    responses(
+        (status = 200, description = "The subscription as reset", body = SubscriptionView),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 404, description = "No such subscription, or no event at `to`", body = ErrorBody),
+    ),
+    security(("token" = ["admin"])))]
 pub async fn reset(
     _: Granted<AdminScope>,
     State(api): State<Api>,
@@ -57,22 +70,35 @@ pub async fn reset(
     Ok(Json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StateQuery {
+    /// Only keys starting with this.
     #[serde(default)]
     prefix: String,
+    /// Start after this key.
     after: Option<String>,
+    /// Entries on the page: 1 to 1000, 100 by default.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatePage {
     entries: Vec<StateEntry>,
     /// Pass as `after` for the next page; `null` once the last page is reached.
     next_after: Option<String>,
 }
 
-/// `GET /v1/subscriptions/{name}/state?prefix=&after=KEY&limit=N`
+/// A page of a subscription's state (a projection's read model), in key order.
+#[utoipa::path(get, path = "/v1/subscriptions/{name}/state", tag = "operate",
+    params(("name" = String, Path, description = "`<plugin>.<subscription>`"), StateQuery),
+    responses(
+        (status = 200, description = "A page of entries", body = StatePage),
+        (status = 400, description = "Bad `limit`", body = ErrorBody),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+    ),
+    security(("token" = ["read"])))]
 pub async fn state(
     _: Granted<ReadScope>,
     State(api): State<Api>,
@@ -97,17 +123,22 @@ pub async fn state(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ParkedQuery {
+    /// Only this subscription's.
     subscription: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Parked {
     parked: Vec<ParkedEvent>,
 }
 
-/// `GET /v1/parked?subscription=NAME`
+/// Parked events, oldest first.
+#[utoipa::path(get, path = "/v1/parked", tag = "operate", params(ParkedQuery),
+    responses((status = 200, description = "Parked events", body = Parked)),
+    security(("token" = ["read"])))]
 pub async fn parked(
     _: Granted<ReadScope>,
     State(api): State<Api>,
@@ -118,12 +149,19 @@ pub async fn parked(
 }
 
 /// How many entries an action changed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Changed {
     changed: u64,
 }
 
-/// `POST /v1/parked/{id}/replay`
+/// Asks the daemon to handle a parked event again.
+#[utoipa::path(post, path = "/v1/parked/{id}/replay", tag = "operate",
+    params(("id" = i64, Path, description = "The parked entry's id")),
+    responses(
+        (status = 200, description = "Marked for replay", body = Changed),
+        (status = 404, description = "No such parked event", body = ErrorBody),
+    ),
+    security(("token" = ["admin"])))]
 pub async fn replay_one(
     _: Granted<AdminScope>,
     State(api): State<Api>,
@@ -133,31 +171,48 @@ pub async fn replay_one(
     Ok(Json(Changed { changed }))
 }
 
-/// The body of an action on every entry, of one subscription or sink, or of all.
-#[derive(Debug, Default, Deserialize)]
+/// The body of a replay of every parked event, of one subscription or of all.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Every {
+pub struct ReplayAll {
+    /// Only this subscription's (`<plugin>.<subscription>`).
     subscription: Option<String>,
+}
+
+/// The body of a retry of every dead or skipped message, of one sink or of all.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryAll {
+    /// Only this sink's.
     sink: Option<String>,
 }
 
-/// `POST /v1/parked/replay` with `{"subscription": NAME}` or `{}`
+/// Asks the daemon to handle every parked event (of one subscription) again.
+#[utoipa::path(post, path = "/v1/parked/replay", tag = "operate", request_body = ReplayAll,
+    responses(
+        (status = 200, description = "How many were marked", body = Changed),
+        (status = 400, description = "Bad input", body = ErrorBody),
+    ),
+    security(("token" = ["admin"])))]
 pub async fn replay_all(
     _: Granted<AdminScope>,
     State(api): State<Api>,
-    JsonBody(body): JsonBody<Every>,
+    JsonBody(body): JsonBody<ReplayAll>,
 ) -> Result<Json<Changed>, ApiError> {
-    if body.sink.is_some() {
-        return Err(ApiError::bad_request(
-            "sink: parked events belong to subscriptions",
-        ));
-    }
-    let selection = ParkedSelection::AllOf(body.subscription.as_deref());
+    let subscription = name("subscription", body.subscription.as_deref())?;
+    let selection = ParkedSelection::AllOf(subscription);
     let changed = operate::replay_parked(&api.store, selection).await?;
     Ok(Json(Changed { changed }))
 }
 
-/// `POST /v1/parked/{id}/skip`
+/// Drops a parked event for good, without handling it.
+#[utoipa::path(post, path = "/v1/parked/{id}/skip", tag = "operate",
+    params(("id" = i64, Path, description = "The parked entry's id")),
+    responses(
+        (status = 200, description = "Skipped", body = Changed),
+        (status = 404, description = "No such parked event", body = ErrorBody),
+    ),
+    security(("token" = ["admin"])))]
 pub async fn skip_parked(
     _: Granted<AdminScope>,
     State(api): State<Api>,
@@ -167,12 +222,15 @@ pub async fn skip_parked(
     Ok(Json(Changed { changed: 1 }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Plugins {
     plugins: Vec<PluginRecord>,
 }
 
-/// `GET /v1/plugins`
+/// The plugin files the daemon saw: running, rejected (and why) or removed.
+#[utoipa::path(get, path = "/v1/plugins", tag = "operate",
+    responses((status = 200, description = "The plugin files", body = Plugins)),
+    security(("token" = ["read"])))]
 pub async fn plugins(
     _: Granted<ReadScope>,
     State(api): State<Api>,
@@ -181,19 +239,30 @@ pub async fn plugins(
     Ok(Json(Plugins { plugins }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
+    /// Only this sink's.
     sink: Option<String>,
+    /// Only messages in this state.
     status: Option<DeliveryStatus>,
+    /// Messages listed: 1 to 1000, 100 by default.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Deliveries {
     deliveries: Vec<Delivery>,
 }
 
-/// `GET /v1/deliveries?sink=&status=pending|delivered|dead|skipped&limit=N`, newest first.
+/// Messages plugins asked to send to sinks, newest first.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "operate", params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "Messages", body = Deliveries),
+        (status = 400, description = "Bad `status` or `limit`", body = ErrorBody),
+    ),
+    security(("token" = ["read"])))]
 pub async fn deliveries(
     _: Granted<ReadScope>,
     State(api): State<Api>,
@@ -209,7 +278,14 @@ pub async fn deliveries(
     Ok(Json(Deliveries { deliveries }))
 }
 
-/// `POST /v1/deliveries/{id}/retry`
+/// Sends a dead or skipped message again.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "operate",
+    params(("id" = i64, Path, description = "The message's id")),
+    responses(
+        (status = 200, description = "Pending again", body = Changed),
+        (status = 404, description = "No dead or skipped message with that id", body = ErrorBody),
+    ),
+    security(("token" = ["admin"])))]
 pub async fn retry_one(
     _: Granted<AdminScope>,
     State(api): State<Api>,
@@ -219,25 +295,33 @@ pub async fn retry_one(
     Ok(Json(Changed { changed }))
 }
 
-/// `POST /v1/deliveries/retry` with `{"sink": NAME}` or `{}`
+/// Sends every dead or skipped message (of one sink) again.
+#[utoipa::path(post, path = "/v1/deliveries/retry", tag = "operate", request_body = RetryAll,
+    responses(
+        (status = 200, description = "How many are pending again", body = Changed),
+        (status = 400, description = "Bad input", body = ErrorBody),
+    ),
+    security(("token" = ["admin"])))]
 pub async fn retry_all(
     _: Granted<AdminScope>,
     State(api): State<Api>,
-    JsonBody(body): JsonBody<Every>,
+    JsonBody(body): JsonBody<RetryAll>,
 ) -> Result<Json<Changed>, ApiError> {
-    if body.subscription.is_some() {
-        return Err(ApiError::bad_request(
-            "subscription: messages are retried by sink",
-        ));
-    }
     let selection = DeliverySelection::All {
-        sink: body.sink.as_deref(),
+        sink: name("sink", body.sink.as_deref())?,
     };
     let changed = operate::retry_deliveries(&api.store, selection).await?;
     Ok(Json(Changed { changed }))
 }
 
-/// `POST /v1/deliveries/{id}/skip`
+/// Gives up on a pending or dead message.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/skip", tag = "operate",
+    params(("id" = i64, Path, description = "The message's id")),
+    responses(
+        (status = 200, description = "Skipped", body = Changed),
+        (status = 404, description = "No pending or dead message with that id", body = ErrorBody),
+    ),
+    security(("token" = ["admin"])))]
 pub async fn skip_delivery(
     _: Granted<AdminScope>,
     State(api): State<Api>,
