@@ -20,6 +20,7 @@
 //! [http]                       # the HTTP API (`--http` and EVENTHOST_HTTP override address)
 //! address = "0.0.0.0:7070"
 //! max_body_bytes = 16777216
+//! ready_max_lag_seconds = 300  # /health/ready fails while a subscription lags this long
 //!
 //! [http.tokens.deploy]         # a bearer token: its scopes, and where its secret is
 //! scopes = ["append"]
@@ -62,6 +63,8 @@ pub struct HttpConfig {
     pub address: Option<Listen>,
     pub max_body_bytes: usize,
     pub max_feeds: usize,
+    /// Not ready while a subscription's oldest unhandled event is older than this.
+    pub ready_max_lag: Option<Duration>,
     pub tokens: Tokens,
 }
 
@@ -71,6 +74,7 @@ impl Default for HttpConfig {
             address: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_feeds: DEFAULT_MAX_FEEDS,
+            ready_max_lag: None,
             tokens: Tokens::default(),
         }
     }
@@ -96,6 +100,7 @@ struct HttpSection {
     address: Option<String>,
     max_body_bytes: Option<usize>,
     max_feeds: Option<usize>,
+    ready_max_lag_seconds: Option<u64>,
     #[serde(default)]
     tokens: BTreeMap<String, TokenConfig>,
 }
@@ -231,6 +236,10 @@ fn http(section: HttpSection, env: impl Fn(&str) -> Option<String>) -> Result<Ht
         Some(feeds) => feeds,
         None => DEFAULT_MAX_FEEDS,
     };
+    let ready_max_lag = match section.ready_max_lag_seconds {
+        Some(0) => return Err("http.ready_max_lag_seconds must be at least 1".to_owned()),
+        seconds => seconds.map(Duration::from_secs),
+    };
     let mut tokens = Tokens::default();
     for (name, token) in section.tokens {
         let secret = env(&token.secret_env).ok_or_else(|| {
@@ -247,6 +256,7 @@ fn http(section: HttpSection, env: impl Fn(&str) -> Option<String>) -> Result<Ht
         address,
         max_body_bytes,
         max_feeds,
+        ready_max_lag,
         tokens,
     })
 }
@@ -371,6 +381,9 @@ mod tests {
         let address = "0.0.0.0:8080".parse().unwrap();
         assert_eq!(config.http.address, Some(Listen::At(address)));
         assert_eq!(config.http.max_body_bytes, 10);
+        assert_eq!(config.http.ready_max_lag, None);
+        let lagging = parse("[http]\nready_max_lag_seconds = 300\n").unwrap();
+        assert_eq!(lagging.http.ready_max_lag, Some(Duration::from_secs(300)));
         assert!(!config.http.tokens.is_empty());
         assert_eq!(
             parse("[http]\naddress = \"off\"\n").unwrap().http.address,
@@ -379,6 +392,7 @@ mod tests {
         let refusals = [
             ("[http]\naddress = \"nope\"\n", "http.address: expected"),
             ("[http]\nmax_body_bytes = 0\n", "at least 1"),
+            ("[http]\nready_max_lag_seconds = 0\n", "at least 1"),
             (
                 "[http.tokens.ops]\nscopes = [\"admin\"]\nsecret_env = \"MISSING\"\n",
                 "http.tokens.ops: secret_env: the environment variable MISSING is not set",

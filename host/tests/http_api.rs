@@ -16,6 +16,8 @@ use daemon::{Daemon, Deployment, TestDatabase};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+const WAIT: Duration = Duration::from_secs(30);
+
 /// Waits until `/health/ready` says ready.
 async fn until_ready(daemon: &mut Daemon, api: &ApiClient) {
     daemon
@@ -386,4 +388,44 @@ async fn a_network_address_without_a_token_or_one_in_use_stops_start_up() {
         .await;
     assert!(!off.log().contains("HTTP API listening"));
     off.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_fails_while_a_subscription_lags_past_its_limit() {
+    let database = TestDatabase::sqlite();
+    let mut deployment = Deployment::new(database.url());
+    let config = deployment.config("[http]\nready_max_lag_seconds = 1\n");
+    // A plugin that loops until its time limit: its batch is retried for minutes, and its
+    // subscription lags meanwhile.
+    deployment.install("hostile/hostile-loop.wasm", "hostile-loop.wasm");
+    deployment.sidecar("hostile-loop.wasm", "[limits]\ntime_per_batch_ms = 100\n");
+    let mut daemon = deployment.start(&["--config", &config, "--max-attempts", "100"]);
+    let api = ApiClient::new(&daemon.api().await);
+    until_ready(&mut daemon, &api).await;
+    let event = json!({"events": [{"event_type": "item.added"}]});
+    let appended = api.post("/v1/streams/item/i-1/events", &event).await;
+    assert_eq!(appended.status, StatusCode::CREATED, "{:?}", appended.body);
+    let position = appended.body["events"][0]["position"].as_u64().unwrap();
+    daemon
+        .wait_until("the lag to make the daemon unready", WAIT, || async {
+            let reply = api.get("/health/ready").await;
+            if reply.status == StatusCode::SERVICE_UNAVAILABLE
+                && reply.body["lagging"] == json!(["hostile-loop.all"])
+            {
+                Ok(())
+            } else {
+                Err(format!("{} {}", reply.status, reply.body))
+            }
+        })
+        .await;
+    // Skipping the event ends the lag: ready again.
+    let reset = api
+        .post(
+            "/v1/subscriptions/hostile-loop.all/reset",
+            &json!({ "to": position }),
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::OK, "{:?}", reset.body);
+    until_ready(&mut daemon, &api).await;
+    daemon.stop().await;
 }

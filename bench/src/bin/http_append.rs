@@ -67,7 +67,8 @@ impl Side {
                 let body = json!({ "events": event_bodies(events) });
                 let response = client
                     .post(format!("{base}/v1/streams/order/{stream}/events"))
-                    .json(&body)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string())
                     .send()
                     .await?;
                 ensure!(
@@ -178,6 +179,7 @@ async fn start_daemon(
         tokens: Tokens::default(),
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         max_feeds: DEFAULT_MAX_FEEDS,
+        ready_max_lag: None,
     });
     let (stop, stopped) = watch::channel(false);
     let daemon = tokio::spawn(async move {

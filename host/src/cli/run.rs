@@ -148,6 +148,7 @@ fn http_settings(given: Option<Listen>, config: &Config) -> anyhow::Result<Optio
         tokens,
         max_body_bytes: config.http.max_body_bytes,
         max_feeds: config.http.max_feeds,
+        ready_max_lag: config.http.ready_max_lag,
     }))
 }
 

@@ -37,7 +37,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use eventhost_store::Store;
+use eventhost_store::{Store, StoreError};
 
 pub use auth::{MIN_TOKEN_CHARS, Scope, Tokens};
 pub use error::ApiError;
@@ -89,6 +89,9 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Live feeds (`/v1/feed`) open at once; more are refused with 503.
     pub max_feeds: usize,
+    /// `/health/ready` fails while a running subscription's oldest unhandled event is older
+    /// than this; `None`: lag never makes the daemon unready.
+    pub ready_max_lag: Option<Duration>,
 }
 
 /// Why the API cannot be served; the daemon does not start.
@@ -118,6 +121,7 @@ pub struct Api {
     stopping: CancellationToken,
     /// One permit per live feed.
     feeds: Arc<Semaphore>,
+    ready_max_lag: Option<Duration>,
 }
 
 /// The running server; [`HttpServer::stop`] ends it.
@@ -157,6 +161,7 @@ impl HttpServer {
             changes,
             stopping: stop.clone(),
             feeds: Arc::new(Semaphore::new(settings.max_feeds)),
+            ready_max_lag: settings.ready_max_lag,
         };
         let serve = axum::serve(listener, router(api, settings.max_body_bytes))
             .with_graceful_shutdown(stop.clone().cancelled_owned())
@@ -354,6 +359,9 @@ struct Ready {
     store: String,
     /// `loaded`, or `loading` while the plugins folder is first loaded.
     plugins: &'static str,
+    /// With `ready_max_lag_seconds` configured: the running subscriptions whose oldest
+    /// unhandled event is older than that.
+    lagging: Vec<String>,
 }
 
 /// The process serves requests.
@@ -363,20 +371,28 @@ async fn live() -> Json<Live> {
     Json(Live { status: "live" })
 }
 
-/// The store answers and the plugins folder is loaded.
+/// The store answers, the plugins folder is loaded and, if so configured, no subscription
+/// lags too long.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Ready),
-        (status = 503, description = "Not ready: the store does not answer, or plugins are loading", body = Ready),
+        (status = 503, description = "Not ready: the store does not answer, plugins are loading, or a subscription lags", body = Ready),
     ))]
 async fn ready(State(api): State<Api>) -> Response {
-    let store = match tokio::time::timeout(READY_TIMEOUT, api.store.pulse()).await {
-        Ok(Ok(_)) => "ok".to_owned(),
-        Ok(Err(error)) => format!("unavailable: {error}"),
-        Err(_) => format!("no answer within {READY_TIMEOUT:?}"),
+    let check = async {
+        api.store.pulse().await?;
+        match api.ready_max_lag {
+            Some(limit) => lagging(&api.store, limit).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    let (store, lagging) = match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(lagging)) => ("ok".to_owned(), lagging),
+        Ok(Err(error)) => (format!("unavailable: {error}"), Vec::new()),
+        Err(_) => (format!("no answer within {READY_TIMEOUT:?}"), Vec::new()),
     };
     let loaded = api.plugins_loaded.load(Ordering::Acquire);
-    let ready = loaded && store == "ok";
+    let ready = loaded && store == "ok" && lagging.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -386,8 +402,20 @@ async fn ready(State(api): State<Api>) -> Response {
         status: if ready { "ready" } else { "not_ready" },
         store,
         plugins: if loaded { "loaded" } else { "loading" },
+        lagging,
     };
     (status, Json(body)).into_response()
+}
+
+/// The running subscriptions whose oldest unhandled event is older than `limit` (a stopped
+/// one, whose plugin is gone, lags by design).
+async fn lagging(store: &Store, limit: Duration) -> Result<Vec<String>, StoreError> {
+    Ok(crate::operate::subscriptions(store)
+        .await?
+        .into_iter()
+        .filter(|view| view.record.status != "stopped" && view.lag_seconds > limit.as_secs_f64())
+        .map(|view| view.record.name)
+        .collect())
 }
 
 async fn unknown_route() -> ApiError {
