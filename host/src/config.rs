@@ -21,6 +21,7 @@
 //! address = "0.0.0.0:7070"
 //! max_body_bytes = 16777216
 //! ready_max_lag_seconds = 300  # /health/ready fails while a subscription lags this long
+//! cors_origins = ["https://ops.example.com"]  # pages that may call the API (default: none)
 //!
 //! [http.tokens.deploy]         # a bearer token: its scopes, and where its secret is
 //! scopes = ["append"]
@@ -41,6 +42,8 @@ use eventhost_deliveries::{DeliverySettings, SinkConfig, Sinks};
 use eventhost_dispatch::plugins::SinkNames;
 use eventhost_dispatch::relay::RelaySpec;
 use eventhost_runtime::StartFrom;
+
+use axum::http::HeaderValue;
 
 use crate::http::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FEEDS, Listen, Scope, Tokens};
 
@@ -65,6 +68,8 @@ pub struct HttpConfig {
     pub max_feeds: usize,
     /// Not ready while a subscription's oldest unhandled event is older than this.
     pub ready_max_lag: Option<Duration>,
+    /// Origins whose pages may call the API (CORS); none by default.
+    pub cors_origins: Vec<HeaderValue>,
     pub tokens: Tokens,
 }
 
@@ -75,6 +80,7 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_feeds: DEFAULT_MAX_FEEDS,
             ready_max_lag: None,
+            cors_origins: Vec::new(),
             tokens: Tokens::default(),
         }
     }
@@ -101,6 +107,8 @@ struct HttpSection {
     max_body_bytes: Option<usize>,
     max_feeds: Option<usize>,
     ready_max_lag_seconds: Option<u64>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
     #[serde(default)]
     tokens: BTreeMap<String, TokenConfig>,
 }
@@ -240,6 +248,11 @@ fn http(section: HttpSection, env: impl Fn(&str) -> Option<String>) -> Result<Ht
         Some(0) => return Err("http.ready_max_lag_seconds must be at least 1".to_owned()),
         seconds => seconds.map(Duration::from_secs),
     };
+    let cors_origins = section
+        .cors_origins
+        .iter()
+        .map(|origin| cors_origin(origin))
+        .collect::<Result<_, _>>()?;
     let mut tokens = Tokens::default();
     for (name, token) in section.tokens {
         let secret = env(&token.secret_env).ok_or_else(|| {
@@ -257,6 +270,7 @@ fn http(section: HttpSection, env: impl Fn(&str) -> Option<String>) -> Result<Ht
         max_body_bytes,
         max_feeds,
         ready_max_lag,
+        cors_origins,
         tokens,
     })
 }
@@ -286,6 +300,23 @@ fn relays(configs: BTreeMap<String, RelayConfig>, sinks: &Sinks) -> Result<Vec<R
             })
         })
         .collect()
+}
+
+/// An origin as browsers send it: `https://host` or `http://host:port`, nothing after.
+fn cors_origin(origin: &str) -> Result<HeaderValue, String> {
+    let invalid = || {
+        format!(
+            "http.cors_origins: {origin:?} is not an origin (scheme://host[:port], e.g. \"https://ops.example.com\")"
+        )
+    };
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(invalid)?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '*']) {
+        return Err(invalid());
+    }
+    HeaderValue::from_str(origin).map_err(|_| invalid())
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -393,6 +424,11 @@ mod tests {
             ("[http]\naddress = \"nope\"\n", "http.address: expected"),
             ("[http]\nmax_body_bytes = 0\n", "at least 1"),
             ("[http]\nready_max_lag_seconds = 0\n", "at least 1"),
+            ("[http]\ncors_origins = [\"*\"]\n", "is not an origin"),
+            (
+                "[http]\ncors_origins = [\"https://a.example/path\"]\n",
+                "is not an origin",
+            ),
             (
                 "[http.tokens.ops]\nscopes = [\"admin\"]\nsecret_env = \"MISSING\"\n",
                 "http.tokens.ops: secret_env: the environment variable MISSING is not set",

@@ -429,3 +429,63 @@ async fn readiness_fails_while_a_subscription_lags_past_its_limit() {
     until_ready(&mut daemon, &api).await;
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn cors_headers_go_to_configured_origins_only() {
+    let database = TestDatabase::sqlite();
+    let mut deployment = Deployment::new(database.url());
+    let config = deployment.config("[http]\ncors_origins = [\"https://ops.example.com\"]\n");
+    let mut daemon = deployment.start(&["--config", &config]);
+    let base = daemon.api().await;
+    let api = ApiClient::new(&base);
+    until_ready(&mut daemon, &api).await;
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{base}/v1/events"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://ops.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://ops.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let read = client
+        .get(format!("{base}/v1/events"))
+        .header("origin", "https://ops.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://ops.example.com"
+    );
+    daemon.stop().await;
+
+    // Without the setting, no origin gets a CORS header.
+    let mut plain = deployment.start(&[]);
+    let base = plain.api().await;
+    let read = client
+        .get(format!("{base}/v1/events"))
+        .header("origin", "https://ops.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert!(read.headers().get("access-control-allow-origin").is_none());
+    plain.stop().await;
+}

@@ -180,6 +180,7 @@ async fn start_daemon(
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         max_feeds: DEFAULT_MAX_FEEDS,
         ready_max_lag: None,
+        cors_origins: Vec::new(),
     });
     let (stop, stopped) = watch::channel(false);
     let daemon = tokio::spawn(async move {

@@ -149,6 +149,7 @@ fn http_settings(given: Option<Listen>, config: &Config) -> anyhow::Result<Optio
         max_body_bytes: config.http.max_body_bytes,
         max_feeds: config.http.max_feeds,
         ready_max_lag: config.http.ready_max_lag,
+        cors_origins: config.http.cors_origins.clone(),
     }))
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{info, warn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -92,6 +93,8 @@ pub struct HttpSettings {
     /// `/health/ready` fails while a running subscription's oldest unhandled event is older
     /// than this; `None`: lag never makes the daemon unready.
     pub ready_max_lag: Option<Duration>,
+    /// Origins whose pages may call the API from a browser; none by default (no CORS headers).
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 /// Why the API cannot be served; the daemon does not start.
@@ -163,7 +166,7 @@ impl HttpServer {
             feeds: Arc::new(Semaphore::new(settings.max_feeds)),
             ready_max_lag: settings.ready_max_lag,
         };
-        let serve = axum::serve(listener, router(api, settings.max_body_bytes))
+        let serve = axum::serve(listener, router(api, settings))
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future();
         let task = tokio::spawn(async move {
@@ -320,11 +323,11 @@ fn api_routes() -> OpenApiRouter<Api> {
         .routes(routes!(operate::skip_delivery))
 }
 
-fn router(api: Api, max_body_bytes: usize) -> Router {
+fn router(api: Api, settings: &HttpSettings) -> Router {
     let (routes, mut document) = api_routes().split_for_parts();
     utoipa::Modify::modify(&Conventions, &mut document);
     let document: Arc<str> = Arc::from(document.to_json().unwrap_or_default());
-    routes
+    let routes = routes
         .route(
             "/v1/openapi.json",
             get(move || async move {
@@ -340,8 +343,30 @@ fn router(api: Api, max_body_bytes: usize) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
         .layer(axum::middleware::from_fn(metrics::track))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(api)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+    match cors(&settings.cors_origins) {
+        Some(cors) => routes.layer(cors).with_state(api),
+        None => routes.with_state(api),
+    }
+}
+
+/// CORS for the configured origins only: with none, no CORS header is ever sent, and a page
+/// of another origin cannot read an answer. Tokens travel in a header, never in cookies, so
+/// no credentials mode is needed.
+fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(600));
+    Some(layer)
 }
 
 /// `{"status": "live"}`
