@@ -6,7 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use eventhost_domain::input::EventLine;
-use eventhost_domain::{ExpectedVersion, NewEvent, Position, StreamId, Version};
+use eventhost_domain::{Appended, ExpectedVersion, NewEvent, Position, StreamId, Version};
 use eventhost_store::{
     DeliverySelection, DeliveryStore, EventStore, ParkedSelection, PendingAppend, Store,
     StoreError, SubscriptionRecord, SubscriptionStore,
@@ -41,19 +41,10 @@ pub async fn append_lines(
         })
         .collect();
     let appended = store.append_all(&appends).await?;
-    Ok(lines
+    Ok(appends
         .iter()
         .zip(&appended)
-        .flat_map(|(line, appended)| {
-            appended.events.iter().map(|event| AppendedRecord {
-                id: event.id,
-                aggregate_type: line.aggregate_type.clone(),
-                aggregate_id: line.aggregate_id.clone(),
-                version: event.version,
-                position: event.position,
-                duplicate: appended.duplicate,
-            })
-        })
+        .flat_map(|(append, appended)| records(&append.stream, appended))
         .collect())
 }
 
@@ -65,18 +56,22 @@ pub async fn append_stream(
     events: &[NewEvent],
 ) -> Result<Vec<AppendedRecord>, StoreError> {
     let appended = store.append(stream, expected, events).await?;
-    Ok(appended
-        .events
-        .iter()
-        .map(|event| AppendedRecord {
-            id: event.id,
-            aggregate_type: stream.aggregate_type.clone(),
-            aggregate_id: stream.aggregate_id.clone(),
-            version: event.version,
-            position: event.position,
-            duplicate: appended.duplicate,
-        })
-        .collect())
+    Ok(records(stream, &appended).collect())
+}
+
+/// Where each event of one stream's append landed.
+fn records<'a>(
+    stream: &'a StreamId,
+    appended: &'a Appended,
+) -> impl Iterator<Item = AppendedRecord> + 'a {
+    appended.events.iter().map(move |event| AppendedRecord {
+        id: event.id,
+        aggregate_type: stream.aggregate_type.clone(),
+        aggregate_id: stream.aggregate_id.clone(),
+        version: event.version,
+        position: event.position,
+        duplicate: appended.duplicate,
+    })
 }
 
 /// A subscription as operators see it: its record, where it is and how far behind.
@@ -106,16 +101,21 @@ async fn view(store: &Store, record: SubscriptionRecord) -> Result<SubscriptionV
     let next = store
         .read_batch(record.checkpoint, &record.filter, 1)
         .await?;
-    let lag_seconds = next.first().map_or(0.0, |entry| {
-        let age = chrono::Utc::now() - entry.event.recorded_at;
-        age.num_milliseconds().max(0) as f64 / 1000.0
-    });
+    let lag_seconds = next
+        .first()
+        .map_or(0.0, |entry| age_seconds(entry.event.recorded_at));
     Ok(SubscriptionView {
         position: record.checkpoint.position(),
         lag,
         lag_seconds,
         record,
     })
+}
+
+/// How long ago `since` was, in seconds (0 for a time in the future: clocks differ).
+pub fn age_seconds(since: chrono::DateTime<chrono::Utc>) -> f64 {
+    let age = chrono::Utc::now() - since;
+    age.num_milliseconds().max(0) as f64 / 1000.0
 }
 
 /// Moves a subscription's checkpoint to just after `to` (0: the beginning), optionally

@@ -181,12 +181,10 @@ pub async fn metrics(_: Granted<ReadScope>, State(api): State<Api>) -> Result<Re
         .into_iter()
         .map(|summary| (summary.subscription.clone(), summary))
         .collect();
-    let now = chrono::Utc::now();
     for view in operate::subscriptions(&api.store).await? {
         let name = view.record.name;
         let (count, age) = parked.get(&name).map_or((0, 0.0), |summary| {
-            let age = (now - summary.oldest).num_milliseconds().max(0) as f64 / 1000.0;
-            (summary.parked, age)
+            (summary.parked, operate::age_seconds(summary.oldest))
         });
         gauge!("eventhost_subscription_lag_events", "subscription" => name.clone())
             .set(view.lag as f64);

@@ -129,7 +129,6 @@ pub struct Api {
 
 /// The running server; [`HttpServer::stop`] ends it.
 pub struct HttpServer {
-    address: SocketAddr,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
     plugins_loaded: Arc<AtomicBool>,
@@ -181,16 +180,10 @@ impl HttpServer {
         };
         info!(%address, access = open, "HTTP API listening");
         Ok(Self {
-            address,
             stop,
             task: Some(task),
             plugins_loaded,
         })
-    }
-
-    /// The address served (the port chosen when the settings asked for port 0).
-    pub fn address(&self) -> SocketAddr {
-        self.address
     }
 
     /// Marks the plugins folder loaded: from now on the daemon reports itself ready.
