@@ -144,6 +144,7 @@ pub struct Daemon {
     registry: Registry,
     deliveries: Deliveries,
     http: Option<HttpServer>,
+    store: Store,
 }
 
 impl Daemon {
@@ -188,7 +189,7 @@ impl Daemon {
         let deliveries =
             Deliveries::start(&store, &config.config.sinks, &config.config.deliveries)?;
         let sinks = config.config.sink_names();
-        let mut registry = Registry::new(runtime, store, config.files, sinks, shutdown);
+        let mut registry = Registry::new(runtime, store.clone(), config.files, sinks, shutdown);
         registry.load_folder(&folder, &mut dispatcher).await?;
         if dispatcher.plugins().next().is_none() {
             warn!(folder = %folder.display(), "no plugin loaded yet: drop .wasm files into the folder");
@@ -203,6 +204,7 @@ impl Daemon {
             registry,
             deliveries,
             http,
+            store,
         })
     }
 
@@ -244,5 +246,6 @@ impl Daemon {
         }
         self.registry.stop().await;
         self.deliveries.stop().await;
+        self.store.close().await;
     }
 }

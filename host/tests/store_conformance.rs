@@ -253,6 +253,20 @@ async fn batches_apply_filters_and_resume_after_their_checkpoint(store: &impl Ev
         ..Filter::default()
     };
     read_everything(store, &several, 5, 6).await;
+    // Read name by name and merged: repeated names count once, and the merge keeps the
+    // log's order across names, page after page.
+    let repeated = Filter {
+        aggregate_types: vec!["order".into(), "invoice".into(), "order".into()],
+        event_types: vec!["x.updated".into(), "x.created".into(), "x.updated".into()],
+    };
+    let merged = read_everything(store, &repeated, 2, 6).await;
+    let order: Vec<u64> = merged.iter().map(|event| event.position).collect();
+    assert!(order.is_sorted(), "out of order: {order:?}");
+    let absent = Filter {
+        event_types: vec!["x.absent".into(), "x.created".into()],
+        ..Filter::default()
+    };
+    read_everything(store, &absent, 1, 2).await;
 }
 
 async fn a_batch_ends_after_the_event_that_reaches_its_byte_bound(store: &impl EventStore) {

@@ -464,6 +464,64 @@ async fn an_append_through_the_store_wakes_listeners_once() {
     expect_no_notification(&mut listener, QUIET_PERIOD).await;
 }
 
+#[tokio::test]
+async fn a_store_closed_right_after_an_append_has_sent_its_notification() {
+    let f = fixture().await;
+    let mut listener = listen(&f.db.url).await;
+    f.store
+        .append(
+            &order("o-1"),
+            ExpectedVersion::NoStream,
+            &[NewEvent::new("order.placed", json!({}))],
+        )
+        .await
+        .unwrap();
+    // What a process that exits after appending does: close() returns once it is sent.
+    f.store.close().await;
+    let sent = timeout(Duration::from_millis(50), listener.recv())
+        .await
+        .expect("the notification was sent before close() returned")
+        .expect("receive a notification");
+    assert_eq!(sent.channel(), "eventhost");
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_their_notifications_and_the_last_is_heard() {
+    const APPENDS: usize = 200;
+    let f = fixture().await;
+    let mut listener = listen(&f.db.url).await;
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in (task..APPENDS).step_by(8) {
+                let event = NewEvent::new("order.placed", json!({}));
+                store
+                    .append(
+                        &order(&format!("o-{n}")),
+                        ExpectedVersion::NoStream,
+                        &[event],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    f.store.close().await;
+    let mut heard = 0;
+    while let Ok(received) = timeout(QUIET_PERIOD, listener.recv()).await {
+        received.expect("receive a notification");
+        heard += 1;
+    }
+    assert!(
+        (1..=APPENDS).contains(&heard),
+        "{heard} notifications for {APPENDS} appends"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors from the SQL function.
 // ---------------------------------------------------------------------------------------

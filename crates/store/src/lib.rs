@@ -198,6 +198,9 @@ macro_rules! delegate {
     };
 }
 
+/// The longest [`Store::close`] waits.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What one poll of the store sees: when it changes, idle subscriptions may have something
 /// to do. One query, whatever the number of subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +215,20 @@ impl Store {
     /// The head of the log and the operators' control counter.
     pub async fn pulse(&self) -> Result<Pulse, StoreError> {
         delegate!(self, "polling the store", store => store.pulse())
+    }
+
+    /// Sends what is still pending (PostgreSQL's notifications go out after their commits)
+    /// and closes the connections, every clone's with them: what a process does before it
+    /// exits. Gives up after [`CLOSE_TIMEOUT`]: the server may be gone, or a connection
+    /// held by work that was abandoned.
+    pub async fn close(&self) {
+        let close = async {
+            match self {
+                Store::Postgres(store) => store.close().await,
+                Store::Sqlite(store) => store.close().await,
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 
     /// Changes after each commit of this process that enqueues messages, and each retry.

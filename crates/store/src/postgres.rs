@@ -55,6 +55,7 @@ pub struct PgStore {
     /// after every retry an operator asks for through it: a delivery worker in this process
     /// sends them at once (others find them at their next poll).
     enqueued: Signal,
+    notifier: Notifier,
 }
 
 /// The columns of an event row, in the order `event_from_row` reads them.
@@ -65,27 +66,72 @@ macro_rules! event_columns {
     };
 }
 
-/// The subscription read, one statement per filter shape so each can use its own index.
-/// `$1`/`$2` are the checkpoint; rows are readable once every transaction that could still
-/// add an earlier row has finished.
-macro_rules! batch_query {
-    ($filter:literal) => {
+/// The subscription read of all events. `$1`/`$2` are the checkpoint; rows are readable once
+/// every transaction that could still add an earlier row has finished.
+const BATCH_QUERY: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM eventhost.events
+     WHERE (order_tx, position) > ($1::text::xid8, $2)
+       AND order_tx < pg_snapshot_xmin(pg_current_snapshot())
+     ORDER BY events.order_tx, events.position LIMIT $3" // Qualified: a bare `order_tx` would name the text alias above and sort as text.
+);
+
+/// The subscription read of the events whose `$column` is one of the names `$4`, with the
+/// conditions `$also`, `$3` of them at most, readable as in [`BATCH_QUERY`]: each name's next
+/// rows on the index that leads with `$column`, merged in subscription order. For each name,
+/// the row comparison over the index's columns and the `<=` bound (rather than an `=`) keep
+/// the planner from taking `$column` for a constant, so the only path that yields the inner
+/// order is that index: the plan cannot fall back to walking the whole log and filtering,
+/// whatever the statistics or the plan cache say. A name no event has costs one index probe.
+macro_rules! filtered_batch_query {
+    ($column:literal, $also:literal) => {
         concat!(
             "SELECT ",
             event_columns!(),
-            " FROM eventhost.events
-             WHERE (order_tx, position) > ($1::text::xid8, $2)
-               AND order_tx < pg_snapshot_xmin(pg_current_snapshot()) ",
-            $filter,
-            // Qualified: a bare `order_tx` would name the text alias above and sort as text.
+            " FROM (SELECT DISTINCT unnest($4::text[]) AS name) AS wanted
+             CROSS JOIN LATERAL (
+                 SELECT * FROM eventhost.events
+                 WHERE (",
+            $column,
+            ", order_tx, position) > (wanted.name, $1::text::xid8, $2)
+                   AND ",
+            $column,
+            " <= wanted.name
+                   AND order_tx < pg_snapshot_xmin(pg_current_snapshot()) ",
+            $also,
+            " ORDER BY ",
+            $column,
+            ", order_tx, position LIMIT $3
+             ) AS events",
+            // Qualified: a bare `order_tx` would name the text alias and sort as text.
             " ORDER BY events.order_tx, events.position LIMIT $3"
+        )
+    };
+}
+
+/// How many events whose `$column` is one of `$3`, with the conditions `$also`, come after
+/// the checkpoint `$1`/`$2`, committed or not yet readable.
+macro_rules! filtered_count_query {
+    ($column:literal, $also:literal) => {
+        concat!(
+            "SELECT count(*) FROM eventhost.events
+             WHERE ",
+            $column,
+            " = ANY($3) AND (order_tx, position) > ($1::text::xid8, $2) ",
+            $also
         )
     };
 }
 
 // Declared after the column macros, which it uses.
 mod deliveries;
+mod notifier;
+#[cfg(test)]
+mod plan_tests;
 mod subscriptions;
+
+use notifier::Notifier;
 
 impl PgStore {
     /// Connects, creates the schema if needed and runs pending migrations.
@@ -119,6 +165,7 @@ impl PgStore {
             .map_err(|source| StoreError::Connect { target, source })?;
         probe.close().await?;
         let store = Self {
+            notifier: Notifier::start(pool.clone()),
             pool,
             limits,
             enqueued: Signal::new(),
@@ -154,16 +201,22 @@ impl PgStore {
         self.enqueued.raise();
     }
 
-    /// Wakes listeners after a commit. The notification runs in its own tiny transaction
-    /// with `synchronous_commit = off`: PostgreSQL serialises committing notifiers under
-    /// one lock, and holding it only for a commit that does not wait for a disk flush
-    /// keeps concurrent appenders from queueing behind each other's fsyncs.
-    pub(super) async fn notify(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Wakes listeners after a commit, soon: the committer does not wait (see `notifier`).
+    pub(super) fn notify_soon(&self) {
+        self.notifier.request();
+    }
+
+    /// Wakes listeners after a commit, and waits until the notification is sent: for an
+    /// operator's request, so that the command's return means the daemons were told.
+    pub(super) async fn notify(&self) {
+        self.notifier.notify().await;
+    }
+
+    /// Sends the notifications still pending and closes the pool's connections: what a
+    /// process does before it exits.
+    pub async fn close(&self) {
+        self.notifier.flush().await;
+        self.pool.close().await;
     }
 
     /// Starts listening for the store's notifications.
@@ -295,6 +348,75 @@ fn is_id_race(error: &sqlx::Error) -> bool {
         .is_some_and(|constraint| constraint == "events_id_key")
 }
 
+/// Which columns a subscription's filter reads: each shape has a statement of its own, on
+/// its own index.
+enum FilterShape {
+    All,
+    AggregateTypes,
+    EventTypes,
+    /// Read by event type, the narrower of the two as a rule, and checked for aggregate type.
+    Both,
+}
+
+fn filter_shape(filter: &Filter) -> FilterShape {
+    match (
+        filter.aggregate_types.is_empty(),
+        filter.event_types.is_empty(),
+    ) {
+        (true, true) => FilterShape::All,
+        (false, true) => FilterShape::AggregateTypes,
+        (true, false) => FilterShape::EventTypes,
+        (false, false) => FilterShape::Both,
+    }
+}
+
+/// Binds a filter's names after a statement's other parameters: first the names read by,
+/// then (both kinds) the aggregate types checked.
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    filter: &Filter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    match filter_shape(filter) {
+        FilterShape::All => query,
+        FilterShape::AggregateTypes => query.bind(&filter.aggregate_types),
+        FilterShape::EventTypes => query.bind(&filter.event_types),
+        FilterShape::Both => query
+            .bind(&filter.event_types)
+            .bind(&filter.aggregate_types),
+    }
+}
+
+/// How many events of `filter` come after `after`, committed or not yet readable. A
+/// one-off statement, planned for the values at hand: how many rows the checkpoint leaves
+/// decides between the filtered column's index (a subscription near the head) and a scan (one
+/// far behind), which a plan made for any checkpoint cannot know.
+pub(super) async fn count_after(
+    pool: &PgPool,
+    after: Checkpoint,
+    filter: &Filter,
+) -> Result<u64, StoreError> {
+    let sql = match filter_shape(filter) {
+        FilterShape::All => {
+            "SELECT count(*) FROM eventhost.events
+             WHERE (order_tx, position) > ($1::text::xid8, $2)"
+        }
+        FilterShape::AggregateTypes => filtered_count_query!("aggregate_type", ""),
+        FilterShape::EventTypes => filtered_count_query!("event_type", ""),
+        FilterShape::Both => filtered_count_query!("event_type", "AND aggregate_type = ANY($4)"),
+    };
+    let count: i64 = bind_filter(
+        sqlx::query(sql)
+            .bind(after.tx().to_string())
+            .bind(sql_int(after.position(), "position")?)
+            .persistent(false),
+        filter,
+    )
+    .try_map(|row: PgRow| row.try_get(0))
+    .fetch_one(pool)
+    .await?;
+    Ok(from_sql_int(count))
+}
+
 pub(super) fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
     Ok(Event {
         id: row.try_get("id")?,
@@ -360,7 +482,7 @@ impl EventStore for PgStore {
         }
         .map_err(|error| append_error(error, stream, expected))?;
         if !appended.duplicate {
-            self.notify().await?;
+            self.notify_soon();
         }
         Ok(appended)
     }
@@ -379,7 +501,7 @@ impl EventStore for PgStore {
         }
         tx.commit().await?;
         if done.iter().any(|appended| !appended.duplicate) {
-            self.notify().await?;
+            self.notify_soon();
         }
         Ok(done)
     }
@@ -453,24 +575,21 @@ impl EventStore for PgStore {
         limit: impl Into<BatchLimit> + Send,
     ) -> Result<Vec<BatchEntry>, StoreError> {
         let limit = limit.into();
-        let by_type = !filter.aggregate_types.is_empty();
-        let by_event = !filter.event_types.is_empty();
-        let sql = match (by_type, by_event) {
-            (false, false) => batch_query!(""),
-            (true, false) => batch_query!("AND aggregate_type = ANY($4)"),
-            (false, true) => batch_query!("AND event_type = ANY($4)"),
-            (true, true) => batch_query!("AND aggregate_type = ANY($4) AND event_type = ANY($5)"),
+        let sql = match filter_shape(filter) {
+            FilterShape::All => BATCH_QUERY,
+            FilterShape::AggregateTypes => filtered_batch_query!("aggregate_type", ""),
+            FilterShape::EventTypes => filtered_batch_query!("event_type", ""),
+            FilterShape::Both => {
+                filtered_batch_query!("event_type", "AND aggregate_type = ANY($5)")
+            }
         };
-        let mut query = sqlx::query(sql)
-            .bind(after.tx().to_string())
-            .bind(sql_int(after.position(), "position")?)
-            .bind(sql_limit(limit.events));
-        if by_type {
-            query = query.bind(&filter.aggregate_types);
-        }
-        if by_event {
-            query = query.bind(&filter.event_types);
-        }
+        let query = bind_filter(
+            sqlx::query(sql)
+                .bind(after.tx().to_string())
+                .bind(sql_int(after.position(), "position")?)
+                .bind(sql_limit(limit.events)),
+            filter,
+        );
         collect_until(
             query.fetch(&self.pool),
             limit.bytes,

@@ -62,7 +62,142 @@ macro_rules! batch_query {
     };
 }
 
+/// A filtered read, name by name: each name's rows after the checkpoint on the index that
+/// leads with its column (`events_type` or `events_category`, in position order), merged.
+/// Given an `IN` list, SQLite either walks the whole log in position order and filters, or
+/// sorts every matching row since the checkpoint; name by name it reads only what it
+/// returns, and a name no event has costs one index probe. The names are bound, as `?3`
+/// onwards, never written into the SQL.
+struct ByName<'f> {
+    /// `event_type`, or `aggregate_type` when the filter names only aggregate types.
+    column: &'static str,
+    /// Without repeats.
+    names: Vec<&'f str>,
+    /// The aggregate types, as a JSON array, when the filter names both kinds.
+    checked: Option<String>,
+}
+
+impl<'f> ByName<'f> {
+    fn of(filter: &'f Filter) -> Result<Option<Self>, StoreError> {
+        let unique = |names: &'f [String]| {
+            let names: std::collections::BTreeSet<&str> =
+                names.iter().map(String::as_str).collect();
+            names.into_iter().collect()
+        };
+        let by_name = match (
+            filter.aggregate_types.is_empty(),
+            filter.event_types.is_empty(),
+        ) {
+            (true, true) => return Ok(None),
+            (false, true) => Self {
+                column: "aggregate_type",
+                names: unique(&filter.aggregate_types),
+                checked: None,
+            },
+            (any_aggregate, false) => Self {
+                column: "event_type",
+                names: unique(&filter.event_types),
+                checked: if any_aggregate {
+                    None
+                } else {
+                    Some(
+                        serde_json::to_string(&filter.aggregate_types)
+                            .map_err(|error| StoreError::Invalid(format!("filter: {error}")))?,
+                    )
+                },
+            },
+        };
+        Ok(Some(by_name))
+    }
+
+    /// The conditions of the `index`th name (from 0), after the position `?1`, for a
+    /// statement whose names are bound from the parameter `first` on.
+    fn conditions(&self, index: usize, first: usize) -> String {
+        let mut conditions = format!("{} = ?{} AND position > ?1", self.column, first + index);
+        if self.checked.is_some() {
+            conditions.push_str(&format!(
+                " AND aggregate_type IN (SELECT value FROM json_each(?{}))",
+                first + self.names.len()
+            ));
+        }
+        conditions
+    }
+
+    /// The read: `?1` the position after which to read, `?2` the limit.
+    fn batch_sql(&self) -> String {
+        let each: Vec<String> = (0..self.names.len())
+            .map(|index| {
+                format!(
+                    "SELECT * FROM (SELECT {} FROM events WHERE {} ORDER BY position LIMIT ?2)",
+                    event_columns!(),
+                    self.conditions(index, 3)
+                )
+            })
+            .collect();
+        format!(
+            "SELECT * FROM ({}) ORDER BY position LIMIT ?2",
+            each.join(" UNION ALL ")
+        )
+    }
+
+    /// How many events come after the position `?1`.
+    fn count_sql(&self) -> String {
+        let each: Vec<String> = (0..self.names.len())
+            .map(|index| {
+                format!(
+                    "(SELECT count(*) FROM events WHERE {})",
+                    self.conditions(index, 2)
+                )
+            })
+            .collect();
+        format!("SELECT {}", each.join(" + "))
+    }
+
+    /// Binds the names and the aggregate types checked, after the statement's other
+    /// parameters (two for a read, one for a count).
+    fn bind<'q>(
+        self,
+        mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+        for name in self.names {
+            query = query.bind(name);
+        }
+        if let Some(checked) = self.checked {
+            query = query.bind(checked);
+        }
+        query
+    }
+}
+
+/// How many events of `filter` come after `after`.
+pub(super) async fn count_after(
+    pool: &SqlitePool,
+    after: Position,
+    filter: &Filter,
+) -> Result<u64, StoreError> {
+    let count: i64 = match ByName::of(filter)? {
+        None => {
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE position > ?1")
+                .bind(sql_int(after, "position")?)
+                .fetch_one(pool)
+                .await?
+        }
+        Some(by_name) => {
+            let query = sqlx::query(sqlx::AssertSqlSafe(by_name.count_sql()))
+                .bind(sql_int(after, "position")?);
+            by_name
+                .bind(query)
+                .try_map(|row: SqliteRow| row.try_get(0))
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    Ok(from_sql_int(count))
+}
+
 mod deliveries;
+#[cfg(test)]
+mod plan_tests;
 // Declared after the column macros, which it uses.
 mod subscriptions;
 
@@ -109,6 +244,11 @@ impl SqliteStore {
             appended: Signal::new(),
             enqueued: Signal::new(),
         })
+    }
+
+    /// Closes the connections (SQLite has nothing pending after a commit).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Changes after each commit in this process that appends events.
@@ -383,31 +523,16 @@ impl EventStore for SqliteStore {
         limit: impl Into<BatchLimit> + Send,
     ) -> Result<Vec<BatchEntry>, StoreError> {
         let limit = limit.into();
-        let by_type = !filter.aggregate_types.is_empty();
-        let by_event = !filter.event_types.is_empty();
-        let sql = match (by_type, by_event) {
-            (false, false) => batch_query!(""),
-            (true, false) => {
-                batch_query!("AND aggregate_type IN (SELECT value FROM json_each(?3))")
-            }
-            (false, true) => batch_query!("AND event_type IN (SELECT value FROM json_each(?3))"),
-            (true, true) => batch_query!(
-                "AND aggregate_type IN (SELECT value FROM json_each(?3))
-                 AND event_type IN (SELECT value FROM json_each(?4))"
-            ),
+        let by_name = ByName::of(filter)?;
+        let sql = match &by_name {
+            None => batch_query!("").to_owned(),
+            Some(by_name) => by_name.batch_sql(),
         };
-        let mut query = sqlx::query(sql)
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(sql_int(after.position(), "position")?)
             .bind(sql_limit(limit.events));
-        for (used, names) in [
-            (by_type, &filter.aggregate_types),
-            (by_event, &filter.event_types),
-        ] {
-            if used {
-                let json = serde_json::to_string(names)
-                    .map_err(|error| StoreError::Invalid(format!("filter: {error}")))?;
-                query = query.bind(json);
-            }
+        if let Some(by_name) = by_name {
+            query = by_name.bind(query);
         }
         collect_until(
             query.fetch(&self.pool),

@@ -64,7 +64,10 @@ pub async fn run(database_url: &str, args: AppendArgs) -> anyhow::Result<ExitCod
     let store = store::connect(database_url).await?;
     let appended = operate::append_lines(&store, &lines)
         .await
-        .map_err(|error| refused_line(error, &lines))?;
+        .map_err(|error| refused_line(error, &lines));
+    // Before anything can fail: the daemons hear of the events now, not at their next poll.
+    store.close().await;
+    let appended = appended?;
     let mut stdout = std::io::stdout().lock();
     for record in &appended {
         let line = serde_json::to_string(record).context("cannot encode an appended event")?;

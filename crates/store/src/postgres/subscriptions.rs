@@ -327,7 +327,7 @@ impl SubscriptionStore for PgStore {
         self.commit_in(&mut tx, commit).await?;
         tx.commit().await?;
         if !commit.appends.is_empty() {
-            self.notify().await?;
+            self.notify_soon();
         }
         if !commit.messages.is_empty() {
             self.signal_enqueued();
@@ -357,18 +357,12 @@ impl SubscriptionStore for PgStore {
     }
 
     async fn lag(&self, name: &str) -> Result<u64, StoreError> {
-        let count: Option<i64> = sqlx::query_scalar(
-            "SELECT count(e.position) FROM eventhost.subscriptions AS s
-             JOIN eventhost.events AS e
-               ON (e.order_tx, e.position) > (s.checkpoint_tx::text::xid8, s.checkpoint_position)
-              AND (cardinality(s.aggregate_types) = 0 OR e.aggregate_type = ANY(s.aggregate_types))
-              AND (cardinality(s.event_types) = 0 OR e.event_type = ANY(s.event_types))
-             WHERE s.name = $1",
-        )
-        .bind(name)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(count.map_or(0, from_sql_int))
+        match self.select_subscription(name).await? {
+            Some(record) => {
+                super::count_after(self.pool(), record.checkpoint, &record.filter).await
+            }
+            None => Ok(0),
+        }
     }
 
     async fn reset(
@@ -400,7 +394,7 @@ impl SubscriptionStore for PgStore {
         }
         PgStore::raise_control(&mut tx).await?;
         tx.commit().await?;
-        self.notify().await?;
+        self.notify().await;
         self.select_subscription(name)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("subscription {name:?}")))
@@ -437,7 +431,7 @@ impl SubscriptionStore for PgStore {
         }
         tx.commit().await?;
         if marked > 0 {
-            self.notify().await?;
+            self.notify().await;
         }
         Ok(marked)
     }

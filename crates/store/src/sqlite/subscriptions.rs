@@ -307,20 +307,12 @@ impl SubscriptionStore for SqliteStore {
     }
 
     async fn lag(&self, name: &str) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(e.position) FROM subscriptions AS s
-             JOIN events AS e
-               ON e.position > s.checkpoint_position
-              AND (s.aggregate_types = '[]'
-                   OR e.aggregate_type IN (SELECT value FROM json_each(s.aggregate_types)))
-              AND (s.event_types = '[]'
-                   OR e.event_type IN (SELECT value FROM json_each(s.event_types)))
-             WHERE s.name = ?1",
-        )
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(from_sql_int(count))
+        match self.subscription(name).await? {
+            Some(record) => {
+                super::count_after(&self.pool, record.checkpoint.position(), &record.filter).await
+            }
+            None => Ok(0),
+        }
     }
 
     async fn reset(
