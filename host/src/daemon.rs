@@ -14,7 +14,7 @@ use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
 use eventhost_dispatch::relay::Relays;
 use eventhost_dispatch::shutdown::{Shutdown, ShutdownTrigger};
 use eventhost_dispatch::{
-    BATCH_BYTES, DispatchConfig, Dispatchable, Dispatcher, MAX_SUBSCRIPTIONS,
+    BATCH_BYTES, DispatchConfig, Dispatchable, Dispatcher, MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES,
 };
 use eventhost_runtime::{
     DEFAULT_CACHE_DIR, FileRules, GuestPool, Runtime, RuntimeConfig, RuntimeError,
@@ -48,6 +48,8 @@ pub struct DaemonConfig {
     pub max_subscriptions: usize,
     /// Bytes of events one batch holds.
     pub batch_bytes: usize,
+    /// Bytes of committed state each subscription keeps in memory between batches.
+    pub state_cache_bytes: usize,
     /// The configuration file's sinks and delivery settings.
     pub config: Config,
     /// Where to serve the HTTP API, if anywhere.
@@ -68,6 +70,7 @@ impl DaemonConfig {
             guests: GuestPool::default(),
             max_subscriptions: MAX_SUBSCRIPTIONS,
             batch_bytes: BATCH_BYTES,
+            state_cache_bytes: STATE_CACHE_BYTES,
             config: Config::default(),
             http: None,
         }
@@ -79,6 +82,7 @@ impl DaemonConfig {
         config.progress_interval = self.progress_interval;
         config.max_subscriptions = self.max_subscriptions;
         config.batch_bytes = self.batch_bytes;
+        config.state_cache_bytes = self.state_cache_bytes;
         if let Some(poll) = self.poll_interval {
             config.poll_interval = poll.max(Duration::from_millis(1));
         }

@@ -69,7 +69,7 @@ async fn a_committed_batch_enqueues_its_messages_once_and_a_refused_one_none<
     store: &S,
 ) {
     let checkpoints = subscription(store).await;
-    let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, checkpoints[1]);
+    let mut commit = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, checkpoints[1]);
     commit.messages = vec![
         message("notifier.paid:2:0", "hooks", Some("o-1")),
         message("notifier.paid:2:1", "events", None),
@@ -109,7 +109,7 @@ async fn a_committed_batch_enqueues_its_messages_once_and_a_refused_one_none<
 
     // The same batch committed again from its old checkpoint (a second daemon): refused
     // whole, its messages with it.
-    let mut stale = BatchCommit::advance(SUB, Checkpoint::ORIGIN, checkpoints[1]);
+    let mut stale = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, checkpoints[1]);
     stale.messages = vec![message("notifier.paid:2:9", "hooks", None)];
     let refused = store.commit_batch(&stale).await.unwrap_err();
     assert!(
@@ -117,7 +117,7 @@ async fn a_committed_batch_enqueues_its_messages_once_and_a_refused_one_none<
         "{refused:?}"
     );
     // A replayed batch asking for a message its sink already holds does not enqueue it twice.
-    let mut replayed = BatchCommit::advance(SUB, checkpoints[1], checkpoints[2]);
+    let mut replayed = BatchCommit::advance(SUB, 1, checkpoints[1], checkpoints[2]);
     replayed.messages = vec![
         message("notifier.paid:2:0", "hooks", Some("o-1")),
         message("notifier.paid:3:0", "hooks", Some("o-2")),
@@ -143,7 +143,7 @@ async fn attempts_are_recorded_and_operators_retry_and_skip_what_they_apply_to<
     store: &S,
 ) {
     let checkpoints = subscription(store).await;
-    let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, checkpoints[0]);
+    let mut commit = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, checkpoints[0]);
     commit.messages = (0..4)
         .map(|n| message(&format!("notifier.paid:1:{n}"), "hooks", None))
         .collect();

@@ -89,7 +89,12 @@ async fn a_batch_commits_its_effects_and_checkpoint_together<S: EventStore + Sub
         "the invoice does not match the filter"
     );
     let batch = next_batch(store, subscription.checkpoint, &subscription.filter, 3).await;
-    let mut commit = BatchCommit::advance(SUB, subscription.checkpoint, batch[2].checkpoint);
+    let mut commit = BatchCommit::advance(
+        SUB,
+        subscription.revision,
+        subscription.checkpoint,
+        batch[2].checkpoint,
+    );
     commit.appends.push(shipment("o-0"));
     commit.state = vec![
         ("order/o-0".into(), Some("{\"total\":1}".into())),
@@ -127,11 +132,11 @@ async fn a_batch_read_from_a_stale_checkpoint_commits_nothing<S: EventStore + Su
         .await
         .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 2).await;
-    let first = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[1].checkpoint);
+    let first = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, batch[1].checkpoint);
     store.commit_batch(&first).await.unwrap();
 
     // A second daemon that read the same batch must not commit it again.
-    let mut second = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[1].checkpoint);
+    let mut second = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, batch[1].checkpoint);
     second.appends.push(shipment("dup"));
     second.state = vec![("k".into(), Some("v".into()))];
     let error = store.commit_batch(&second).await.unwrap_err();
@@ -164,7 +169,7 @@ async fn a_conflicting_emit_fails_the_whole_batch<S: EventStore + SubscriptionSt
         .await
         .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 1).await;
-    let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[0].checkpoint);
+    let mut commit = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, batch[0].checkpoint);
     commit.state = vec![("k".into(), Some("v".into()))];
     commit.appends.push(shipment("other"));
     commit.appends.push(shipment("o-0"));
@@ -194,7 +199,7 @@ async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + Subscr
         .await
         .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 2).await;
-    let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[1].checkpoint);
+    let mut commit = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, batch[1].checkpoint);
     for (entry, error) in batch.iter().zip(["boom", "bang"]) {
         commit.park = Some(Park {
             event_id: entry.event.id,
@@ -204,6 +209,7 @@ async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + Subscr
         });
         store.commit_batch(&commit).await.unwrap();
         commit.from = commit.to;
+        commit.revision += 1;
     }
     let parked = store.parked(Some(SUB)).await.unwrap();
     assert_eq!(parked.len(), 2);
@@ -222,8 +228,9 @@ async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + Subscr
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].1.id, batch[0].event.id);
 
-    let checkpoint = store.subscription(SUB).await.unwrap().unwrap().checkpoint;
-    let mut replay = BatchCommit::advance(SUB, checkpoint, checkpoint);
+    let stored = store.subscription(SUB).await.unwrap().unwrap();
+    let mut replay =
+        BatchCommit::advance(SUB, stored.revision, stored.checkpoint, stored.checkpoint);
     replay.replayed = Some(parked[0].id);
     replay.state = vec![("replayed".into(), Some("yes".into()))];
     store.commit_batch(&replay).await.unwrap();
@@ -231,6 +238,7 @@ async fn parked_events_can_be_listed_replayed_and_skipped<S: EventStore + Subscr
         store.state_get(SUB, "replayed").await.unwrap().as_deref(),
         Some("yes")
     );
+    replay.revision += 1;
     let error = store.commit_batch(&replay).await.unwrap_err();
     assert!(
         matches!(error, StoreError::NotFound(_)),
@@ -256,7 +264,7 @@ async fn reset_moves_the_checkpoint_and_can_clear_state<S: EventStore + Subscrip
         .await
         .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 3).await;
-    let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[2].checkpoint);
+    let mut commit = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, batch[2].checkpoint);
     commit.state = vec![("k".into(), Some("v".into()))];
     store.commit_batch(&commit).await.unwrap();
 
@@ -293,7 +301,7 @@ async fn state_scans_by_exact_prefix_in_key_order<S: EventStore + SubscriptionSt
         .await
         .unwrap();
     let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 1).await;
-    let mut commit = BatchCommit::advance(SUB, Checkpoint::ORIGIN, batch[0].checkpoint);
+    let mut commit = BatchCommit::advance(SUB, 0, Checkpoint::ORIGIN, batch[0].checkpoint);
     commit.state = ["a/2", "a/1", "a_x", "A/3", "b", "a%"]
         .iter()
         .map(|key| (key.to_string(), Some(format!("v-{key}"))))
@@ -324,6 +332,129 @@ async fn state_scans_by_exact_prefix_in_key_order<S: EventStore + SubscriptionSt
     );
 }
 
+/// Issue 16's races, at the store: an operator's request made while a batch is in flight
+/// fails that batch's commit, even when it leaves the checkpoint where it was.
+async fn an_operator_request_fails_the_batch_in_flight<S: EventStore + SubscriptionStore>(
+    store: &S,
+) {
+    seed(store, 3).await;
+    let started = store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
+    let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 3).await;
+    let mut first = BatchCommit::advance(
+        SUB,
+        started.revision,
+        Checkpoint::ORIGIN,
+        batch[0].checkpoint,
+    );
+    first.state = vec![("count".into(), Some("1".into()))];
+    store.commit_batch(&first).await.unwrap();
+
+    // A batch begins at revision + 1; the operator rebuilds from the same checkpoint.
+    let in_flight = started.revision + 1;
+    let cleared = store
+        .reset(SUB, batch[0].event.position, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        cleared.checkpoint, batch[0].checkpoint,
+        "the checkpoint did not move"
+    );
+    assert!(cleared.revision > in_flight);
+    let mut stale = BatchCommit::advance(SUB, in_flight, batch[0].checkpoint, batch[1].checkpoint);
+    stale.state = vec![("count".into(), Some("2".into()))];
+    let refused = store.commit_batch(&stale).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::CheckpointMoved { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.state_get(SUB, "count").await.unwrap(),
+        None,
+        "the clear holds"
+    );
+
+    // A replay in flight while the operator skips its parked event cannot park it again.
+    let mut park = BatchCommit::advance(
+        SUB,
+        cleared.revision,
+        batch[0].checkpoint,
+        batch[1].checkpoint,
+    );
+    park.park = Some(Park {
+        event_id: batch[1].event.id,
+        position: batch[1].event.position,
+        error: "boom".into(),
+        attempts: 5,
+    });
+    store.commit_batch(&park).await.unwrap();
+    let replaying = cleared.revision + 1;
+    store
+        .skip_parked(ParkedSelection::AllOf(Some(SUB)))
+        .await
+        .unwrap();
+    let mut repark = BatchCommit::advance(SUB, replaying, batch[1].checkpoint, batch[1].checkpoint);
+    repark.park = park.park.clone();
+    let refused = store.commit_batch(&repark).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::CheckpointMoved { .. }),
+        "{refused:?}"
+    );
+    assert!(
+        store.parked(Some(SUB)).await.unwrap().is_empty(),
+        "the skip holds"
+    );
+}
+
+/// A reset drops the parked events the subscription will handle again (a replay would apply
+/// them twice), and with its state all of them.
+async fn a_reset_drops_the_parked_events_it_hands_back<S: EventStore + SubscriptionStore>(
+    store: &S,
+) {
+    seed(store, 3).await;
+    let started = store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
+    let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 3).await;
+    let mut revision = started.revision;
+    let mut from = Checkpoint::ORIGIN;
+    for entry in &batch {
+        let mut park = BatchCommit::advance(SUB, revision, from, entry.checkpoint);
+        park.park = Some(Park {
+            event_id: entry.event.id,
+            position: entry.event.position,
+            error: "boom".into(),
+            attempts: 5,
+        });
+        store.commit_batch(&park).await.unwrap();
+        (revision, from) = (revision + 1, entry.checkpoint);
+    }
+    store
+        .reset(SUB, batch[0].event.position, false)
+        .await
+        .unwrap();
+    let kept: Vec<_> = store
+        .parked(Some(SUB))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|parked| parked.event_id)
+        .collect();
+    assert_eq!(
+        kept,
+        [batch[0].event.id],
+        "events after the new checkpoint come again"
+    );
+    store
+        .reset(SUB, batch[2].event.position, true)
+        .await
+        .unwrap();
+    assert!(store.parked(Some(SUB)).await.unwrap().is_empty());
+}
+
 conformance!(
     a_batch_commits_its_effects_and_checkpoint_together,
     a_batch_read_from_a_stale_checkpoint_commits_nothing,
@@ -331,4 +462,6 @@ conformance!(
     parked_events_can_be_listed_replayed_and_skipped,
     reset_moves_the_checkpoint_and_can_clear_state,
     state_scans_by_exact_prefix_in_key_order,
+    an_operator_request_fails_the_batch_in_flight,
+    a_reset_drops_the_parked_events_it_hands_back,
 );

@@ -251,8 +251,13 @@ async fn through_outbox(
         )
         .await?;
     let run = uuid::Uuid::new_v4().simple().to_string();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(PER_COMMIT) {
-        let mut commit = BatchCommit::advance(SUBSCRIPTION, Checkpoint::ORIGIN, Checkpoint::ORIGIN);
+    for (revision, chunk) in (0_u64..).zip((0..n).collect::<Vec<_>>().chunks(PER_COMMIT)) {
+        let mut commit = BatchCommit::advance(
+            SUBSCRIPTION,
+            revision,
+            Checkpoint::ORIGIN,
+            Checkpoint::ORIGIN,
+        );
         commit.messages = chunk.iter().map(|i| message(sink, *i, &run)).collect();
         store.commit_batch(&commit).await?;
     }

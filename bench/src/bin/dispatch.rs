@@ -480,9 +480,10 @@ async fn breakdown(
     let spec = handler.info().subscriptions[0].clone();
     let name = format!("breakdown-{}.{}", handler.info().name, spec.name);
     let filter = Filter::default();
-    store
+    let mut revision = store
         .ensure_subscription(&name, "breakdown", &filter, Checkpoint::ORIGIN)
-        .await?;
+        .await?
+        .revision;
     let reads: Arc<dyn Reads> = Arc::new(StoreReads(Store::Postgres(store.clone())));
     let mut checkpoint = Checkpoint::ORIGIN;
     let mut times = Breakdown::default();
@@ -500,11 +501,12 @@ async fn breakdown(
             .await
             .context("handle")?;
         let handled = Instant::now();
-        let mut commit = BatchCommit::advance(&name, checkpoint, last.checkpoint);
+        let mut commit = BatchCommit::advance(&name, revision, checkpoint, last.checkpoint);
         commit.state = effects.state.into_iter().collect();
         store.commit_batch(&commit).await?;
         let committed = Instant::now();
         checkpoint = commit.to;
+        revision += 1;
 
         times.batches += 1;
         times.events += events.len() as u64;

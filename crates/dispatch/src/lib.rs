@@ -16,11 +16,12 @@ mod progress;
 mod reads;
 pub mod relay;
 pub mod shutdown;
+mod state_cache;
 mod wakeup;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -36,7 +37,8 @@ pub use handler::Handler;
 pub use reads::StoreReads;
 
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use worker::Worker;
+use state_cache::{CachedReads, StateCache};
+use worker::{Resume, Worker};
 
 /// How subscriptions are driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +59,16 @@ pub struct DispatchConfig {
     /// Bytes of events (names, payloads, metadata) one batch holds: a batch ends after the
     /// event that reaches it, whatever its batch size.
     pub batch_bytes: usize,
+    /// Bytes of committed state each subscription keeps in memory between its batches (0:
+    /// none; see `state_cache`).
+    pub state_cache_bytes: usize,
 }
 
 /// The default of [`DispatchConfig::batch_bytes`]: 16 MiB.
 pub const BATCH_BYTES: usize = 16 << 20;
+
+/// The default of [`DispatchConfig::state_cache_bytes`]: 16 MiB.
+pub const STATE_CACHE_BYTES: usize = 16 << 20;
 
 /// The default of [`DispatchConfig::max_subscriptions`].
 pub const MAX_SUBSCRIPTIONS: usize = 1000;
@@ -81,6 +89,7 @@ impl DispatchConfig {
             progress_interval: Duration::from_secs(10),
             max_subscriptions: MAX_SUBSCRIPTIONS,
             batch_bytes: BATCH_BYTES,
+            state_cache_bytes: STATE_CACHE_BYTES,
         }
     }
 }
@@ -132,17 +141,17 @@ fn filter_of(spec: &SubscriptionSpec) -> Filter {
 struct Running {
     filter: Filter,
     trigger: ShutdownTrigger,
-    /// Ends with the worker's last checkpoint.
-    task: JoinHandle<Checkpoint>,
+    /// Ends with where the worker stopped.
+    task: JoinHandle<Resume>,
 }
 
 impl Running {
     /// Stops the worker after its batch in flight, waits for it, and returns where it
     /// stopped (`None` if its task ended abnormally).
-    async fn stop(self) -> Option<Checkpoint> {
+    async fn stop(self) -> Option<Resume> {
         self.trigger.trigger();
         match self.task.await {
-            Ok(checkpoint) => Some(checkpoint),
+            Ok(resume) => Some(resume),
             Err(error) => {
                 warn!(%error, "a subscription task ended abnormally");
                 None
@@ -156,7 +165,7 @@ impl Running {
 struct Stopped {
     subscription: String,
     filter: Filter,
-    checkpoint: Option<Checkpoint>,
+    resume: Option<Resume>,
 }
 
 /// A plugin's current version and its subscriptions' tasks.
@@ -280,7 +289,10 @@ impl Dispatcher {
                     &info.name,
                     &spec.name,
                     defined.record.filter,
-                    defined.record.checkpoint,
+                    Resume {
+                        checkpoint: defined.record.checkpoint,
+                        revision: defined.record.revision,
+                    },
                     &installed.slot,
                 );
                 installed.workers.insert(spec.name.clone(), running);
@@ -335,7 +347,7 @@ impl Dispatcher {
     /// install that failed.
     fn restart(&self, plugin: &str, installed: &mut Installed, stopped: Vec<Stopped>) {
         for worker in stopped {
-            let Some(checkpoint) = worker.checkpoint else {
+            let Some(resume) = worker.resume else {
                 warn!(plugin, subscription = %worker.subscription, "cannot restart a subscription whose task ended abnormally");
                 continue;
             };
@@ -343,7 +355,7 @@ impl Dispatcher {
                 plugin,
                 &worker.subscription,
                 worker.filter,
-                checkpoint,
+                resume,
                 &installed.slot,
             );
             installed.workers.insert(worker.subscription, running);
@@ -412,18 +424,24 @@ impl Dispatcher {
     }
 
     /// Starts the worker of `plugin`'s subscription `subscription` (its own name for it)
-    /// at `checkpoint`.
+    /// at `resume`.
     fn start_worker(
         &self,
         plugin: &str,
         subscription: &str,
         filter: Filter,
-        checkpoint: Checkpoint,
+        resume: Resume,
         slot: &Arc<ArcSwap<Dispatchable>>,
     ) -> Running {
         let name = format!("{plugin}.{subscription}");
-        info!(subscription = %name, %checkpoint, "subscription started");
+        info!(subscription = %name, checkpoint = %resume.checkpoint, "subscription started");
         let (trigger, shutdown) = ShutdownTrigger::new();
+        let cache = Arc::new(Mutex::new(StateCache::new(self.config.state_cache_bytes)));
+        let reads = Arc::new(CachedReads {
+            inner: Arc::clone(&self.reads),
+            namespace: name.clone(),
+            cache: Arc::clone(&cache),
+        });
         let worker = Worker {
             store: self.store.clone(),
             slot: Arc::clone(slot),
@@ -432,10 +450,12 @@ impl Dispatcher {
             name,
             filter: filter.clone(),
             config: self.config,
-            reads: Arc::clone(&self.reads),
+            reads,
+            cache,
             wakeups: self.wakeups.clone(),
             shutdown,
-            checkpoint,
+            checkpoint: resume.checkpoint,
+            revision: resume.revision,
             prefetch: None,
             replay_checked: None,
         };
@@ -469,11 +489,11 @@ async fn stop_changed(
     for subscription in changed {
         if let Some(running) = installed.workers.remove(&subscription) {
             let filter = running.filter.clone();
-            let checkpoint = running.stop().await;
+            let resume = running.stop().await;
             stopped.push(Stopped {
                 subscription,
                 filter,
-                checkpoint,
+                resume,
             });
         }
     }

@@ -36,6 +36,20 @@ impl Reads for StoreReads {
         async move { self.0.state_get(namespace, key).await.map_err(unavailable) }.boxed()
     }
 
+    fn state_get_many<'a>(
+        &'a self,
+        namespace: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>, ReadError>> {
+        async move {
+            self.0
+                .state_get_many(namespace, keys)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
     fn state_scan<'a>(
         &'a self,
         namespace: &'a str,

@@ -11,7 +11,7 @@
 //! began. A read is a gap-free prefix of what follows its checkpoint whenever it is made, so
 //! an early read is never wrong, at most shorter.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -19,6 +19,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::progress::Progress;
+use super::state_cache::{self, StateCache};
 use super::wakeup::Wakeups;
 use super::{DispatchConfig, Dispatchable};
 use crate::shutdown::Shutdown;
@@ -74,14 +75,28 @@ pub(crate) struct Worker {
     /// Fixed for the worker's life: a version that changes it gets a fresh worker.
     pub(crate) filter: Filter,
     pub(crate) config: DispatchConfig,
+    /// The plugin's reads, its own state through `cache`.
     pub(crate) reads: Arc<dyn Reads>,
+    /// The subscription's committed state as far as this worker knows it.
+    pub(crate) cache: Arc<Mutex<StateCache>>,
     pub(crate) wakeups: Wakeups,
     pub(crate) shutdown: Shutdown,
     pub(crate) checkpoint: Checkpoint,
+    /// The subscription's revision as this worker last knew it: its commits name it, and
+    /// fail if anything else changed the subscription since (see `store::subscriptions`).
+    pub(crate) revision: u64,
     /// The read of the batch after the last full one, in flight.
     pub(crate) prefetch: Option<Prefetch>,
     /// When replay requests were last looked for.
     pub(crate) replay_checked: Option<Instant>,
+}
+
+/// Where a worker starts, and where it stopped: its checkpoint and the subscription's
+/// revision then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume {
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) revision: u64,
 }
 
 /// A `read_batch` running in its own task; aborted when dropped unused.
@@ -132,8 +147,8 @@ enum Handled {
 }
 
 impl Worker {
-    /// Runs until shutdown; returns the checkpoint it stopped at.
-    pub(crate) async fn run(mut self) -> Checkpoint {
+    /// Runs until shutdown; returns where it stopped.
+    pub(crate) async fn run(mut self) -> Resume {
         let mut progress = Progress::new(self.config.progress_interval);
         while !self.shutdown.is_requested() {
             match self.step(&mut progress).await {
@@ -144,7 +159,10 @@ impl Worker {
             progress.maybe_report(&self.store, &self.name).await;
         }
         debug!(subscription = %self.name, "stopped");
-        self.checkpoint
+        Resume {
+            checkpoint: self.checkpoint,
+            revision: self.revision,
+        }
     }
 
     async fn step(&mut self, progress: &mut Progress) -> Result<Step, StoreError> {
@@ -190,6 +208,9 @@ impl Worker {
                 last.checkpoint,
                 limit,
             ));
+        }
+        if state_cache::lock(&self.cache).wants_load() {
+            StateCache::load(&self.cache, &*self.reads, &self.name).await;
         }
         if self.process(&batch, true).await? == Handled::Committed {
             progress.handled(batch.len());
@@ -268,31 +289,36 @@ impl Worker {
         }
     }
 
-    /// Takes the stored checkpoint when an operator's reset (or another daemon) moved it
-    /// while this subscription had nothing to read: otherwise an idle subscription would
-    /// only notice at its next commit. Checked after every empty read, one primary-key
-    /// lookup.
+    /// Takes the stored checkpoint and revision when an operator's request (or another
+    /// daemon) changed the subscription while it had nothing to read: otherwise an idle
+    /// subscription would only notice at its next commit. Checked after every empty read,
+    /// one primary-key lookup.
     async fn adopt_moved_checkpoint(&mut self) -> Result<bool, StoreError> {
         let Some(record) = self.store.subscription(&self.name).await? else {
             return Ok(false);
         };
-        if record.checkpoint == self.checkpoint {
+        if record.revision == self.revision && record.checkpoint == self.checkpoint {
             return Ok(false);
         }
         info!(
             subscription = %self.name, from = %self.checkpoint, to = %record.checkpoint,
-            "checkpoint moved (reset or another daemon); resuming from the stored one"
+            "subscription changed (an operator's request or another daemon); resuming from what is stored"
         );
         self.checkpoint = record.checkpoint;
+        self.revision = record.revision;
+        state_cache::lock(&self.cache).clear();
         Ok(true)
     }
 
     /// After a store error: say so, wait, and carry on from the stored checkpoint (which an
     /// operator's reset or another daemon may have moved).
     async fn recover(&mut self, error: StoreError) {
+        // Whatever failed, the subscription may have changed unseen (or a commit whose
+        // outcome is unknown may have landed): forget its state.
+        state_cache::lock(&self.cache).clear();
         match &error {
             StoreError::CheckpointMoved { .. } => {
-                info!(subscription = %self.name, "checkpoint moved (reset or another daemon); resuming from the stored one");
+                info!(subscription = %self.name, "subscription changed while a batch was in flight (an operator's request or another daemon); its effects were dropped, resuming from what is stored");
             }
             _ => {
                 warn!(subscription = %self.name, %error, "store error; retrying");
@@ -304,7 +330,10 @@ impl Worker {
             }
         }
         match self.store.subscription(&self.name).await {
-            Ok(Some(record)) => self.checkpoint = record.checkpoint,
+            Ok(Some(record)) => {
+                self.checkpoint = record.checkpoint;
+                self.revision = record.revision;
+            }
             Ok(None) => warn!(subscription = %self.name, "subscription row is gone"),
             Err(error) => warn!(subscription = %self.name, %error, "cannot reload the checkpoint"),
         }
@@ -418,11 +447,13 @@ impl Worker {
             }
             None => return Ok(Attempt::Abandoned),
         };
-        let commit = commit_for(&self.name, self.checkpoint, to, effects);
+        let commit = commit_for(&self.name, self.revision, self.checkpoint, to, effects);
         match self.store.commit_batch(&commit).await {
             Ok(()) => {
                 count_emitted(&commit);
+                state_cache::lock(&self.cache).apply(&commit.state);
                 self.checkpoint = commit.to;
+                self.revision += 1;
                 Ok(Attempt::Committed)
             }
             Err(error) => commit_failure(error).map(Attempt::Failed),
@@ -460,7 +491,8 @@ impl Worker {
             subscription = %self.name, event_id = %entry.event.id, position = entry.event.position,
             error = %failure.message, "parking the event"
         );
-        let mut commit = BatchCommit::advance(&self.name, self.checkpoint, entry.checkpoint);
+        let mut commit =
+            BatchCommit::advance(&self.name, self.revision, self.checkpoint, entry.checkpoint);
         commit.park = Some(Park {
             event_id: entry.event.id,
             position: entry.event.position,
@@ -468,6 +500,7 @@ impl Worker {
             attempts,
         });
         self.store.commit_batch(&commit).await?;
+        self.revision += 1;
         metrics::counter!("eventhost_events_parked_total", "subscription" => self.name.clone())
             .increment(1);
         self.checkpoint = commit.to;
@@ -484,12 +517,15 @@ impl Worker {
             };
             let failure = match outcome {
                 Ok(effects) => {
+                    let (revision, checkpoint) = (self.revision, self.checkpoint);
                     let mut commit =
-                        commit_for(&self.name, self.checkpoint, self.checkpoint, effects);
+                        commit_for(&self.name, revision, checkpoint, checkpoint, effects);
                     commit.replayed = Some(parked.id);
                     match self.store.commit_batch(&commit).await {
                         Ok(()) => {
                             count_emitted(&commit);
+                            state_cache::lock(&self.cache).apply(&commit.state);
+                            self.revision += 1;
                             info!(subscription = %self.name, event_id = %event.id, "replayed a parked event");
                             continue;
                         }
@@ -505,14 +541,17 @@ impl Worker {
 
     async fn repark(&mut self, parked: &ParkedEvent, failure: Failure) -> Result<(), StoreError> {
         warn!(subscription = %self.name, event_id = %parked.event_id, error = %failure.message, "replay failed; the event stays parked");
-        let mut commit = BatchCommit::advance(&self.name, self.checkpoint, self.checkpoint);
+        let mut commit =
+            BatchCommit::advance(&self.name, self.revision, self.checkpoint, self.checkpoint);
         commit.park = Some(Park {
             event_id: parked.event_id,
             position: parked.position,
             error: failure.message,
             attempts: parked.attempts.saturating_add(1),
         });
-        self.store.commit_batch(&commit).await
+        self.store.commit_batch(&commit).await?;
+        self.revision += 1;
+        Ok(())
     }
 
     async fn record_failure(&self, failure: Option<&Failure>) {
@@ -565,8 +604,14 @@ fn count_emitted(commit: &BatchCommit) {
     }
 }
 
-fn commit_for(name: &str, from: Checkpoint, to: Checkpoint, effects: Effects) -> BatchCommit {
-    let mut commit = BatchCommit::advance(name, from, to);
+fn commit_for(
+    name: &str,
+    revision: u64,
+    from: Checkpoint,
+    to: Checkpoint,
+    effects: Effects,
+) -> BatchCommit {
+    let mut commit = BatchCommit::advance(name, revision, from, to);
     commit.appends = effects
         .emitted
         .into_iter()
@@ -595,6 +640,7 @@ mod tests {
             progress_interval: Duration::from_secs(10),
             max_subscriptions: 1000,
             batch_bytes: 16 << 20,
+            state_cache_bytes: 0,
         };
         let pauses: Vec<u128> = (1..=8)
             .map(|attempt| backoff(&config, attempt).as_millis())

@@ -4,7 +4,7 @@
 //! SQLite refuse one subscription's row) and must change nothing.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use eventhost_store::{self as store, EventStore, ParkedSelection, Store, Subscri
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::json;
+use tokio::sync::Notify;
 
 const PLUGIN: &str = "probe";
 
@@ -40,6 +41,11 @@ struct Probe {
     /// Fails this many calls first, whatever the batch.
     fail_first: AtomicUsize,
     calls: AtomicUsize,
+    /// While set, a call waits for `release` after its state read (and says so on
+    /// `entered`): a batch held in flight.
+    hold: AtomicBool,
+    entered: Notify,
+    release: Notify,
 }
 
 impl Probe {
@@ -54,6 +60,9 @@ impl Probe {
             retryable: true,
             fail_first: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
+            hold: AtomicBool::new(false),
+            entered: Notify::new(),
+            release: Notify::new(),
         }
     }
 
@@ -95,6 +104,10 @@ impl Probe {
                 message: error.to_string(),
             })?;
         let count: u64 = stored.map_or(0, |value| value.parse().unwrap());
+        if self.hold.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
         let mut effects = Effects::default();
         effects.state.insert(
             "count".to_owned(),
@@ -152,6 +165,7 @@ impl Fixture {
             progress_interval: Duration::from_secs(60),
             max_subscriptions: 1000,
             batch_bytes: 16 << 20,
+            state_cache_bytes: eventhost_dispatch::STATE_CACHE_BYTES,
         }
     }
 
@@ -364,6 +378,50 @@ async fn a_reset_during_catch_up_recounts_every_event_once() {
     dispatcher.stop().await;
     let seen = fixture.state("all").await.len() - 1;
     assert_eq!(seen, 400, "every event seen after the reset");
+}
+
+/// An operator's rebuild from where the subscription stands (the checkpoint does not move)
+/// while a batch is in flight: the batch's effects, computed from the state before the
+/// clear, must not commit, whatever the worker knew of that state.
+#[tokio::test]
+async fn a_rebuild_while_a_batch_is_in_flight_drops_the_batch() {
+    let fixture = Fixture::new().await;
+    fixture.append("item", 2).await;
+    let probe = Arc::new(Probe::new("1", vec![spec("all", &[], 100)]));
+    let mut dispatcher = fixture.dispatcher().await;
+    dispatcher.install(dispatchable(&probe)).await.unwrap();
+    fixture.until_counted("all", 2).await;
+    let standing = fixture
+        .store
+        .subscription("probe.all")
+        .await
+        .unwrap()
+        .unwrap()
+        .checkpoint;
+
+    probe.hold.store(true, Ordering::SeqCst);
+    let entered = probe.entered.notified();
+    fixture.append("thing", 1).await;
+    tokio::time::timeout(Duration::from_secs(10), entered)
+        .await
+        .expect("the batch reached the plugin");
+    let rebuilt = fixture
+        .store
+        .reset("probe.all", standing.position(), true)
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.checkpoint, standing);
+    probe.release.notify_one();
+
+    // The rebuilt subscription counts the one event after its checkpoint, from nothing.
+    fixture.until_counted("all", 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    dispatcher.stop().await;
+    assert_eq!(
+        fixture.count("all").await,
+        1,
+        "the stale batch did not commit"
+    );
 }
 
 #[tokio::test]

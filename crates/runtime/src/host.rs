@@ -346,11 +346,55 @@ impl BatchState {
         if let Some(value) = self.state.get(&key) {
             return Ok(value.clone());
         }
+        if let Some(value) = self.reads.state_known(&self.namespace, &key) {
+            return Ok(value);
+        }
         let namespace = self.namespace.clone();
         self.read("reading state", move |reads| {
             async move { reads.state_get(&namespace, &key).await }.boxed()
         })
         .await
+    }
+
+    /// The batch's own writes first, then what the reads know without waiting, then one
+    /// read for the rest.
+    async fn state_get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<String>>, wit::HostError> {
+        if keys.len() > MAX_PAGE as usize {
+            return Err(wit::HostError::Invalid(format!(
+                "{} keys in one state-get-many (at most {MAX_PAGE})",
+                keys.len()
+            )));
+        }
+        let mut values = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (index, key) in keys.iter().enumerate() {
+            self.check_key(key)?;
+            let known = match self.state.get(key) {
+                Some(value) => Some(value.clone()),
+                None => self.reads.state_known(&self.namespace, key),
+            };
+            if known.is_none() {
+                missing.push(index);
+            }
+            values.push(known.flatten());
+        }
+        if missing.is_empty() {
+            return Ok(values);
+        }
+        let wanted: Vec<String> = missing.iter().map(|&index| keys[index].clone()).collect();
+        let namespace = self.namespace.clone();
+        let found = self
+            .read("reading state", move |reads| {
+                async move { reads.state_get_many(&namespace, &wanted).await }.boxed()
+            })
+            .await?;
+        for (index, value) in missing.into_iter().zip(found) {
+            values[index] = value;
+        }
+        Ok(values)
     }
 
     /// Committed entries merged with the batch's writes: pages of committed entries are read
@@ -533,6 +577,13 @@ impl Host for HostState {
 
     async fn state_get(&mut self, key: String) -> Result<Option<String>, wit::HostError> {
         self.batch()?.state_get(key).await
+    }
+
+    async fn state_get_many(
+        &mut self,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<String>>, wit::HostError> {
+        self.batch()?.state_get_many(keys).await
     }
 
     async fn state_set(&mut self, key: String, value: String) -> Result<(), wit::HostError> {
@@ -733,6 +784,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rest, [("d".to_owned(), "old-d".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn a_many_key_read_answers_in_order_from_writes_then_committed_state() {
+        let mut batch = batch();
+        batch.write_state("b".to_owned(), None).unwrap();
+        batch
+            .write_state("c".to_owned(), Some("new-c".to_owned()))
+            .unwrap();
+        let keys = ["a", "b", "c", "zz", "a"].map(str::to_owned).to_vec();
+        assert_eq!(
+            batch.state_get_many(keys).await.unwrap(),
+            [
+                Some("old-a".to_owned()),
+                None,
+                Some("new-c".to_owned()),
+                None,
+                Some("old-a".to_owned())
+            ]
+        );
+        let too_many = vec!["k".to_owned(); MAX_PAGE as usize + 1];
+        assert!(matches!(
+            batch.state_get_many(too_many).await,
+            Err(wit::HostError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

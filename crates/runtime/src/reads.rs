@@ -5,6 +5,7 @@
 //! holds an `Arc<dyn Reads>`. Every call is bounded by the plugin's host-call timeout, so an
 //! implementation may simply await its database.
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use eventhost_domain::{Event, StreamId, Version};
@@ -28,6 +29,31 @@ pub trait Reads: Send + Sync {
         namespace: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, ReadError>>;
+
+    /// The committed values of `keys` in `namespace`, one per key in order. By default one
+    /// `state_get` per key; a store answers them in one read.
+    fn state_get_many<'a>(
+        &'a self,
+        namespace: &'a str,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>, ReadError>> {
+        async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(self.state_get(namespace, key).await?);
+            }
+            Ok(values)
+        }
+        .boxed()
+    }
+
+    /// The committed value of `key` when it is known without waiting (a cache): `None`
+    /// when it is not, `Some(None)` when the key is known to be absent. Lets a read that
+    /// needs no I/O skip the trip to the daemon's runtime.
+    fn state_known(&self, namespace: &str, key: &str) -> Option<Option<String>> {
+        let _ = (namespace, key);
+        None
+    }
 
     /// Committed entries of `namespace` whose key starts with `prefix`, in key order, strictly
     /// after `after` when given, at most `limit` of them.

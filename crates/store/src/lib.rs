@@ -418,6 +418,14 @@ impl SubscriptionStore for Store {
         delegate!(self, "reading state", store => store.state_get(namespace, key))
     }
 
+    async fn state_get_many(
+        &self,
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        delegate!(self, "reading state", store => store.state_get_many(namespace, keys))
+    }
+
     async fn state_scan(
         &self,
         namespace: &str,

@@ -2,8 +2,12 @@
 //!
 //! The one write that matters is [`SubscriptionStore::commit_batch`]: a batch's emitted
 //! events, its state changes, its messages for sinks, an optional parked event and the new
-//! checkpoint land in one transaction, and only if the checkpoint is still where the batch started. Two daemons,
-//! or a daemon and an operator's reset, can therefore never both commit the same batch.
+//! checkpoint land in one transaction, and only if nothing changed the subscription since
+//! the batch began: each subscription has a revision that every commit and every operator
+//! request that changes it (reset, clearing state, skipping a parked event) raises, and a
+//! commit names the revision it started from. Two daemons, or a daemon and an operator's
+//! request, can therefore never both act on the same view of a subscription, and whatever a
+//! daemon keeps of it between batches (its state, cached) cannot outlive a change.
 
 use std::future::Future;
 
@@ -26,6 +30,10 @@ pub struct SubscriptionRecord {
     #[serde(serialize_with = "display")]
     #[schema(value_type = String)]
     pub checkpoint: Checkpoint,
+    /// Raised by every change: each batch's commit, each operator request that changes it.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub revision: u64,
     /// `running`, `failing` (retrying a batch) or `stopped` (its plugin is gone).
     pub status: String,
     pub last_error: Option<String>,
@@ -60,7 +68,10 @@ pub struct Park {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchCommit {
     pub subscription: String,
-    /// The checkpoint the batch was read after; the commit fails if it moved.
+    /// The subscription's revision when the batch began: the commit fails if anything
+    /// changed the subscription since, and raises it by one.
+    pub revision: u64,
+    /// The checkpoint the batch was read after.
     pub from: Checkpoint,
     /// The checkpoint after the batch's last event.
     pub to: Checkpoint,
@@ -76,10 +87,11 @@ pub struct BatchCommit {
 }
 
 impl BatchCommit {
-    /// A commit that only moves the checkpoint.
-    pub fn advance(subscription: &str, from: Checkpoint, to: Checkpoint) -> Self {
+    /// A commit that only moves the checkpoint, made at `revision`.
+    pub fn advance(subscription: &str, revision: u64, from: Checkpoint, to: Checkpoint) -> Self {
         Self {
             subscription: subscription.to_owned(),
+            revision,
             from,
             to,
             appends: Vec::new(),
@@ -115,6 +127,12 @@ impl BatchCommit {
         }
         Ok(())
     }
+}
+
+/// The values `found` (key, value) for `keys`, one per key in order (`None`: not found).
+pub(crate) fn in_order(keys: &[String], found: Vec<(String, String)>) -> Vec<Option<String>> {
+    let found: std::collections::HashMap<String, String> = found.into_iter().collect();
+    keys.iter().map(|key| found.get(key).cloned()).collect()
 }
 
 /// A parked event as stored.
@@ -229,8 +247,9 @@ pub trait SubscriptionStore: Send + Sync {
         &self,
     ) -> impl Future<Output = Result<Vec<SubscriptionRecord>, StoreError>> + Send;
 
-    /// Commits a batch; fails with [`StoreError::CheckpointMoved`] if the checkpoint is no
-    /// longer `commit.from`, and with a conflict if an append's expected version fails.
+    /// Commits a batch; fails with [`StoreError::CheckpointMoved`] if the subscription's
+    /// revision is no longer `commit.revision` (or its checkpoint not `commit.from`), and
+    /// with a conflict if an append's expected version fails.
     fn commit_batch(
         &self,
         commit: &BatchCommit,
@@ -249,7 +268,10 @@ pub trait SubscriptionStore: Send + Sync {
     fn lag(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Moves the checkpoint to just after `position` (0: the beginning), optionally
-    /// deleting the subscription's state, in one transaction.
+    /// deleting the subscription's state, in one transaction that raises its revision (a
+    /// batch in flight will not commit). Parked events the subscription will now handle
+    /// again (after the new checkpoint), or all of them with the state, are dropped: a
+    /// replay would apply them twice.
     fn reset(
         &self,
         name: &str,
@@ -268,7 +290,8 @@ pub trait SubscriptionStore: Send + Sync {
         selection: ParkedSelection<'_>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Deletes parked events without handling them; returns how many were deleted.
+    /// Deletes parked events without handling them, raising their subscriptions' revisions
+    /// (a replay of one in flight will not re-park it); returns how many were deleted.
     fn skip_parked(
         &self,
         selection: ParkedSelection<'_>,
@@ -285,6 +308,13 @@ pub trait SubscriptionStore: Send + Sync {
         namespace: &str,
         key: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// The values of `keys` in `namespace`, one per key in order, in one read.
+    fn state_get_many(
+        &self,
+        namespace: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, StoreError>> + Send;
 
     /// Entries whose key starts with `prefix`, in key order, after `start_after`.
     fn state_scan(

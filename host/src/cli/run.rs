@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventhost_dispatch::{BATCH_BYTES, MAX_SUBSCRIPTIONS};
+use eventhost_dispatch::{BATCH_BYTES, MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES};
 use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules, GuestPool};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -81,6 +81,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = BATCH_BYTES, value_parser = parse_positive)]
     max_batch_bytes: usize,
 
+    /// Bytes of committed state each subscription keeps in memory between its batches, so a
+    /// plugin's state reads need no round trip to the store (0: none).
+    #[arg(long, value_name = "BYTES", default_value_t = STATE_CACHE_BYTES)]
+    state_cache_bytes: usize,
+
     /// Seconds between progress reports of a subscription that is catching up.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     progress_interval: u64,
@@ -111,6 +116,7 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     };
     config.max_subscriptions = args.max_subscriptions;
     config.batch_bytes = args.max_batch_bytes;
+    config.state_cache_bytes = args.state_cache_bytes;
     // A dropped sender (the signal task ended) resolves the receiver too.
     daemon::run(
         config,

@@ -23,6 +23,18 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, HandlerError> {
         .transpose()
 }
 
+/// The values of `keys`, each decoded from JSON, in the order asked (`None`: not set): one
+/// host call, and at most one round trip to the store, where [`get`] per key may cost one
+/// each. Read a batch's keys up front with it. At most 1000 keys per call.
+pub fn get_many<T: DeserializeOwned>(keys: &[&str]) -> Result<Vec<Option<T>>, HandlerError> {
+    let owned: Vec<String> = keys.iter().map(|&key| key.to_owned()).collect();
+    host::state_get_many(&owned)?
+        .into_iter()
+        .zip(keys)
+        .map(|(value, key)| value.map(|value| decode(key, &value)).transpose())
+        .collect()
+}
+
 /// Sets `key` to `value` encoded as compact JSON.
 pub fn set<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), HandlerError> {
     let value = serde_json::to_string(value).map_err(|e| {

@@ -16,8 +16,8 @@ use eventhost_domain::{Event, Position};
 
 macro_rules! subscription_columns {
     () => {
-        "name, plugin, aggregate_types, event_types, checkpoint_tx, checkpoint_position, status, \
-         last_error, progress, updated_at"
+        "name, plugin, aggregate_types, event_types, checkpoint_tx, checkpoint_position, \
+         revision, status, last_error, progress, updated_at"
     };
 }
 
@@ -33,6 +33,7 @@ fn record_from_row(row: &PgRow) -> Result<SubscriptionRecord, StoreError> {
             from_sql_int(row.try_get("checkpoint_tx")?),
             from_sql_int(row.try_get("checkpoint_position")?),
         ),
+        revision: from_sql_int(row.try_get("revision")?),
         status: row.try_get("status")?,
         last_error: row.try_get("last_error")?,
         progress: row
@@ -97,15 +98,17 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let moved = sqlx::query(
             "UPDATE eventhost.subscriptions
-             SET checkpoint_tx = $2, checkpoint_position = $3, status = 'running',
-                 last_error = NULL, updated_at = now()
-             WHERE name = $1 AND checkpoint_tx = $4 AND checkpoint_position = $5",
+             SET checkpoint_tx = $2, checkpoint_position = $3, revision = revision + 1,
+                 status = 'running', last_error = NULL, updated_at = now()
+             WHERE name = $1 AND checkpoint_tx = $4 AND checkpoint_position = $5
+               AND revision = $6",
         )
         .bind(&commit.subscription)
         .bind(sql_int(commit.to.tx(), "checkpoint")?)
         .bind(sql_int(commit.to.position(), "checkpoint")?)
         .bind(sql_int(commit.from.tx(), "checkpoint")?)
         .bind(sql_int(commit.from.position(), "checkpoint")?)
+        .bind(sql_int(commit.revision, "revision")?)
         .execute(&mut **tx)
         .await?;
         if moved.rows_affected() != 1 {
@@ -259,7 +262,7 @@ async fn define_in(
                 "UPDATE eventhost.subscriptions
                  SET plugin = $2, aggregate_types = $3, event_types = $4, status = 'running',
                      checkpoint_tx = $5, checkpoint_position = $6, last_error = NULL,
-                     updated_at = now()
+                     revision = revision + 1, updated_at = now()
                  WHERE name = $1
                  RETURNING ",
                 subscription_columns!()
@@ -280,10 +283,15 @@ async fn define_in(
     let row = query.fetch_one(&mut **tx).await?;
     let restarted = action == Definition::Restart;
     if restarted {
-        sqlx::query("DELETE FROM eventhost.state WHERE namespace = $1")
-            .bind(&definition.name)
-            .execute(&mut **tx)
-            .await?;
+        for sql in [
+            "DELETE FROM eventhost.state WHERE namespace = $1",
+            "DELETE FROM eventhost.parked WHERE subscription = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(&definition.name)
+                .execute(&mut **tx)
+                .await?;
+        }
     }
     Ok(DefinedSubscription {
         record: record_from_row(&row)?,
@@ -375,7 +383,8 @@ impl SubscriptionStore for PgStore {
         let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE eventhost.subscriptions
-             SET checkpoint_tx = $2, checkpoint_position = $3, last_error = NULL, updated_at = now()
+             SET checkpoint_tx = $2, checkpoint_position = $3, revision = revision + 1,
+                 last_error = NULL, updated_at = now()
              WHERE name = $1",
         )
         .bind(name)
@@ -391,6 +400,21 @@ impl SubscriptionStore for PgStore {
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM eventhost.parked WHERE subscription = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "DELETE FROM eventhost.parked AS p USING eventhost.events AS e
+                 WHERE p.subscription = $1 AND e.id = p.event_id
+                   AND (e.order_tx, e.position) > ($2::text::xid8, $3)",
+            )
+            .bind(name)
+            .bind(checkpoint.tx().to_string())
+            .bind(sql_int(checkpoint.position(), "checkpoint")?)
+            .execute(&mut *tx)
+            .await?;
         }
         PgStore::raise_control(&mut tx).await?;
         tx.commit().await?;
@@ -437,16 +461,27 @@ impl SubscriptionStore for PgStore {
     }
 
     async fn skip_parked(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
-        let query = match selection {
-            ParkedSelection::One(id) => {
-                sqlx::query("DELETE FROM eventhost.parked WHERE id = $1").bind(id)
-            }
-            ParkedSelection::AllOf(subscription) => sqlx::query(
-                "DELETE FROM eventhost.parked WHERE $1::text IS NULL OR subscription = $1",
-            )
-            .bind(subscription),
+        let (id, subscription) = match selection {
+            ParkedSelection::One(id) => (Some(id), None),
+            ParkedSelection::AllOf(subscription) => (None, subscription),
         };
-        Ok(query.execute(self.pool()).await?.rows_affected())
+        let skipped: i64 = sqlx::query_scalar(
+            "WITH skipped AS (
+                 DELETE FROM eventhost.parked
+                 WHERE CASE WHEN $1::bigint IS NOT NULL THEN id = $1
+                            ELSE $2::text IS NULL OR subscription = $2 END
+                 RETURNING subscription
+             ), raised AS (
+                 UPDATE eventhost.subscriptions SET revision = revision + 1
+                 WHERE name IN (SELECT subscription FROM skipped)
+             )
+             SELECT count(*) FROM skipped",
+        )
+        .bind(id)
+        .bind(subscription)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(from_sql_int(skipped))
     }
 
     async fn replay_requests(
@@ -477,6 +512,21 @@ impl SubscriptionStore for PgStore {
         .bind(key)
         .fetch_optional(self.pool())
         .await?)
+    }
+
+    async fn state_get_many(
+        &self,
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let found: Vec<(String, String)> = sqlx::query_as(
+            "SELECT key, value FROM eventhost.state WHERE namespace = $1 AND key = ANY($2)",
+        )
+        .bind(namespace)
+        .bind(keys)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(crate::subscriptions::in_order(keys, found))
     }
 
     async fn state_scan(
@@ -551,7 +601,7 @@ mod tests {
 
     #[test]
     fn only_a_batch_that_appends_waits_for_the_wal_flush() {
-        let mut commit = BatchCommit::advance("p.s", Checkpoint::ORIGIN, Checkpoint::ORIGIN);
+        let mut commit = BatchCommit::advance("p.s", 0, Checkpoint::ORIGIN, Checkpoint::ORIGIN);
         commit.state = vec![("count".to_owned(), Some("1".to_owned()))];
         assert_eq!(
             begin_statement(&commit),

@@ -17,8 +17,8 @@ use eventhost_domain::{Event, Position};
 
 macro_rules! subscription_columns {
     () => {
-        "name, plugin, aggregate_types, event_types, checkpoint_position, status, last_error, \
-         progress, updated_at"
+        "name, plugin, aggregate_types, event_types, checkpoint_position, revision, status, \
+         last_error, progress, updated_at"
     };
 }
 
@@ -32,6 +32,7 @@ fn record_from_row(row: &SqliteRow) -> Result<SubscriptionRecord, StoreError> {
             event_types: parse_json(row.try_get("event_types")?, "event_types")?,
         },
         checkpoint: Checkpoint::new(0, from_sql_int(row.try_get("checkpoint_position")?)),
+        revision: from_sql_int(row.try_get("revision")?),
         status: row.try_get("status")?,
         last_error: row.try_get("last_error")?,
         progress: progress
@@ -96,13 +97,15 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let moved = sqlx::query(
             "UPDATE subscriptions
-             SET checkpoint_position = ?2, status = 'running', last_error = NULL, updated_at = ?4
-             WHERE name = ?1 AND checkpoint_position = ?3",
+             SET checkpoint_position = ?2, revision = revision + 1, status = 'running',
+                 last_error = NULL, updated_at = ?4
+             WHERE name = ?1 AND checkpoint_position = ?3 AND revision = ?5",
         )
         .bind(&commit.subscription)
         .bind(sql_int(commit.to.position(), "checkpoint")?)
         .bind(sql_int(commit.from.position(), "checkpoint")?)
         .bind(Utc::now())
+        .bind(sql_int(commit.revision, "revision")?)
         .execute(&mut *conn)
         .await?;
         if moved.rows_affected() != 1 {
@@ -204,7 +207,8 @@ async fn define_in(
         Definition::Restart => concat!(
             "UPDATE subscriptions
              SET plugin = ?2, aggregate_types = ?3, event_types = ?4, status = 'running',
-                 checkpoint_position = ?5, last_error = NULL, updated_at = ?6
+                 checkpoint_position = ?5, last_error = NULL, revision = revision + 1,
+                 updated_at = ?6
              WHERE name = ?1
              RETURNING ",
             subscription_columns!()
@@ -221,10 +225,15 @@ async fn define_in(
         .await?;
     let restarted = action == Definition::Restart;
     if restarted {
-        sqlx::query("DELETE FROM state WHERE namespace = ?1")
-            .bind(&definition.name)
-            .execute(&mut *conn)
-            .await?;
+        for sql in [
+            "DELETE FROM state WHERE namespace = ?1",
+            "DELETE FROM parked WHERE subscription = ?1",
+        ] {
+            sqlx::query(sql)
+                .bind(&definition.name)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(DefinedSubscription {
         record: record_from_row(&row)?,
@@ -323,7 +332,9 @@ impl SubscriptionStore for SqliteStore {
     ) -> Result<SubscriptionRecord, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let updated = sqlx::query(
-            "UPDATE subscriptions SET checkpoint_position = ?2, last_error = NULL, updated_at = ?3
+            "UPDATE subscriptions
+             SET checkpoint_position = ?2, revision = revision + 1, last_error = NULL,
+                 updated_at = ?3
              WHERE name = ?1",
         )
         .bind(name)
@@ -340,6 +351,13 @@ impl SubscriptionStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Each is handled again, or (with the state) belongs to a state that is gone.
+        sqlx::query("DELETE FROM parked WHERE subscription = ?1 AND (?2 OR event_position > ?3)")
+            .bind(name)
+            .bind(clear_state)
+            .bind(sql_int(position, "position")?)
+            .execute(&mut *tx)
+            .await?;
         raise_control(&mut tx).await?;
         tx.commit().await?;
         self.signal_append();
@@ -383,14 +401,31 @@ impl SubscriptionStore for SqliteStore {
     }
 
     async fn skip_parked(&self, selection: ParkedSelection<'_>) -> Result<u64, StoreError> {
-        let query = match selection {
-            ParkedSelection::One(id) => sqlx::query("DELETE FROM parked WHERE id = ?1").bind(id),
-            ParkedSelection::AllOf(subscription) => {
-                sqlx::query("DELETE FROM parked WHERE ?1 IS NULL OR subscription = ?1")
-                    .bind(subscription)
-            }
+        let (id, subscription) = match selection {
+            ParkedSelection::One(id) => (Some(id), None),
+            ParkedSelection::AllOf(subscription) => (None, subscription),
         };
-        Ok(query.execute(&self.pool).await?.rows_affected())
+        const SELECTED: &str = "CASE WHEN ?1 IS NOT NULL THEN id = ?1
+                                     ELSE ?2 IS NULL OR subscription = ?2 END";
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE subscriptions SET revision = revision + 1
+             WHERE name IN (SELECT subscription FROM parked WHERE {SELECTED})"
+        )))
+        .bind(id)
+        .bind(subscription)
+        .execute(&mut *tx)
+        .await?;
+        let skipped = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM parked WHERE {SELECTED}"
+        )))
+        .bind(id)
+        .bind(subscription)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(skipped)
     }
 
     async fn replay_requests(
@@ -421,6 +456,22 @@ impl SubscriptionStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    async fn state_get_many(
+        &self,
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let found: Vec<(String, String)> = sqlx::query_as(
+            "SELECT key, value FROM state
+             WHERE namespace = ?1 AND key IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(namespace)
+        .bind(names_json(keys)?)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(crate::subscriptions::in_order(keys, found))
     }
 
     async fn state_scan(
