@@ -14,7 +14,8 @@ use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
 use eventhost_dispatch::relay::Relays;
 use eventhost_dispatch::shutdown::{Shutdown, ShutdownTrigger};
 use eventhost_dispatch::{
-    BATCH_BYTES, DispatchConfig, Dispatchable, Dispatcher, MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES,
+    BATCH_BYTES, DispatchConfig, Dispatchable, Dispatcher, HELD_BACK_WARNING, MAX_SUBSCRIPTIONS,
+    STATE_CACHE_BYTES,
 };
 use eventhost_runtime::{
     DEFAULT_CACHE_DIR, FileRules, GuestPool, Runtime, RuntimeConfig, RuntimeError,
@@ -50,6 +51,8 @@ pub struct DaemonConfig {
     pub batch_bytes: usize,
     /// Bytes of committed state each subscription keeps in memory between batches.
     pub state_cache_bytes: usize,
+    /// How long events may be held back by an open transaction before the log names it.
+    pub held_back_warning: Duration,
     /// The configuration file's sinks and delivery settings.
     pub config: Config,
     /// Where to serve the HTTP API, if anywhere.
@@ -71,6 +74,7 @@ impl DaemonConfig {
             max_subscriptions: MAX_SUBSCRIPTIONS,
             batch_bytes: BATCH_BYTES,
             state_cache_bytes: STATE_CACHE_BYTES,
+            held_back_warning: HELD_BACK_WARNING,
             config: Config::default(),
             http: None,
         }
@@ -83,6 +87,7 @@ impl DaemonConfig {
         config.max_subscriptions = self.max_subscriptions;
         config.batch_bytes = self.batch_bytes;
         config.state_cache_bytes = self.state_cache_bytes;
+        config.held_back_warning = self.held_back_warning;
         if let Some(poll) = self.poll_interval {
             config.poll_interval = poll.max(Duration::from_millis(1));
         }

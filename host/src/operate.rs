@@ -9,8 +9,12 @@ use eventhost_domain::input::EventLine;
 use eventhost_domain::{Appended, ExpectedVersion, NewEvent, Position, StreamId, Version};
 use eventhost_store::{
     DeliverySelection, DeliveryStore, EventStore, ParkedSelection, PendingAppend, Store,
-    StoreError, SubscriptionRecord, SubscriptionStore,
+    StoreError, SubscriptionRecord, SubscriptionStore, Writer,
 };
+
+/// How long an open transaction must have been holding events back before the faces show
+/// the subscriptions waiting on it as `held back`.
+pub const HELD_BACK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where one appended event landed, as both faces report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -85,18 +89,39 @@ pub struct SubscriptionView {
     pub lag: u64,
     /// How long ago the oldest of them was appended, in seconds (0 when caught up).
     pub lag_seconds: f64,
+    /// On PostgreSQL, the open transaction its next events wait for (status `held back`):
+    /// they committed after it began, so no subscription may read them until it ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back_by: Option<Writer>,
 }
 
 /// Every subscription, by name, with its lag.
 pub async fn subscriptions(store: &Store) -> Result<Vec<SubscriptionView>, StoreError> {
+    let holder = holder(store).await?;
     let mut views = Vec::new();
     for record in store.subscriptions().await? {
-        views.push(view(store, record).await?);
+        views.push(view(store, record, holder.as_ref()).await?);
     }
     Ok(views)
 }
 
-async fn view(store: &Store, record: SubscriptionRecord) -> Result<SubscriptionView, StoreError> {
+/// The open transaction that has held events back for [`HELD_BACK_AFTER`] or longer, if
+/// any: the oldest writer of the cluster while committed events wait for it.
+pub async fn holder(store: &Store) -> Result<Option<Writer>, StoreError> {
+    if store.held_back(1).await? == 0 {
+        return Ok(None);
+    }
+    Ok(store
+        .oldest_writer()
+        .await?
+        .filter(|writer| writer.age >= HELD_BACK_AFTER))
+}
+
+async fn view(
+    store: &Store,
+    mut record: SubscriptionRecord,
+    holder: Option<&Writer>,
+) -> Result<SubscriptionView, StoreError> {
     let lag = store.lag(&record.name).await?;
     let next = store
         .read_batch(record.checkpoint, &record.filter, 1)
@@ -104,10 +129,16 @@ async fn view(store: &Store, record: SubscriptionRecord) -> Result<SubscriptionV
     let lag_seconds = next
         .first()
         .map_or(0.0, |entry| age_seconds(entry.event.recorded_at));
+    // Events to handle, none of them readable: they wait for the holder.
+    let held_back_by = holder.filter(|_| lag > 0 && next.is_empty()).cloned();
+    if held_back_by.is_some() {
+        record.status = "held back".to_owned();
+    }
     Ok(SubscriptionView {
         position: record.checkpoint.position(),
         lag,
         lag_seconds,
+        held_back_by,
         record,
     })
 }
@@ -127,7 +158,7 @@ pub async fn reset(
     clear_state: bool,
 ) -> Result<SubscriptionView, StoreError> {
     let record = store.reset(name, to, clear_state).await?;
-    view(store, record).await
+    view(store, record, holder(store).await?.as_ref()).await
 }
 
 /// Marks parked events for replay: one (which must exist) or every one of a subscription

@@ -95,7 +95,7 @@ async fn fill_sqlite(url: &str, events: u64) -> Result<()> {
         "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?1)
          INSERT INTO events
              (id, aggregate_type, aggregate_id, version, event_type, payload, recorded_at)
-         SELECT 'id-' || n, 'order', 'o-' || n, 1,
+         SELECT printf('%08x-0000-4000-8000-%012x', n, n), 'order', 'o-' || n, 1,
                 CASE WHEN n % 100 = 0 THEN 'order.paid' ELSE 'order.line-added' END,
                 '{\"sku\": \"pen\", \"quantity\": 1}', '2026-12-07T00:00:00Z'
          FROM g",

@@ -11,6 +11,7 @@
 //! Depends on the store and the runtime, never on the command line.
 
 mod handler;
+mod held_back;
 pub mod plugins;
 mod progress;
 mod reads;
@@ -37,6 +38,7 @@ pub use handler::Handler;
 pub use reads::StoreReads;
 
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use held_back::HeldBack;
 use state_cache::{CachedReads, StateCache};
 use worker::{Resume, Worker};
 
@@ -62,10 +64,16 @@ pub struct DispatchConfig {
     /// Bytes of committed state each subscription keeps in memory between its batches (0:
     /// none; see `state_cache`).
     pub state_cache_bytes: usize,
+    /// How long events may be held back by an open transaction (PostgreSQL) before the
+    /// daemon names it in its log (see `held_back`).
+    pub held_back_warning: Duration,
 }
 
 /// The default of [`DispatchConfig::batch_bytes`]: 16 MiB.
 pub const BATCH_BYTES: usize = 16 << 20;
+
+/// The default of [`DispatchConfig::held_back_warning`].
+pub const HELD_BACK_WARNING: Duration = Duration::from_secs(5);
 
 /// The default of [`DispatchConfig::state_cache_bytes`]: 16 MiB.
 pub const STATE_CACHE_BYTES: usize = 16 << 20;
@@ -90,6 +98,7 @@ impl DispatchConfig {
             max_subscriptions: MAX_SUBSCRIPTIONS,
             batch_bytes: BATCH_BYTES,
             state_cache_bytes: STATE_CACHE_BYTES,
+            held_back_warning: HELD_BACK_WARNING,
         }
     }
 }
@@ -199,7 +208,8 @@ impl Dispatcher {
     /// Connects the wake-up listener; no plugin is installed yet.
     pub async fn start(store: Store, config: DispatchConfig) -> Result<Self, StoreError> {
         let (listener, listening) = ShutdownTrigger::new();
-        let wakeups = wakeup::listen(&store, config.poll_interval, listening).await?;
+        let held_back = HeldBack::new(config.held_back_warning);
+        let wakeups = wakeup::listen(&store, config.poll_interval, held_back, listening).await?;
         Ok(Self {
             reads: Arc::new(StoreReads(store.clone())),
             store,

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, warn};
 
+use crate::held_back::HeldBack;
 use crate::shutdown::Shutdown;
 
 /// The least time between two looks prompted by notifications.
@@ -51,15 +52,19 @@ pub(crate) struct Wakeups {
     pub(crate) control: watch::Receiver<u64>,
 }
 
-/// Starts listening and polling every `poll`, until `shutdown`.
+/// Starts listening and polling every `poll`, until `shutdown`; each poll also looks for
+/// events `held_back`.
 pub(crate) async fn listen(
     store: &Store,
     poll: Duration,
+    held_back: HeldBack,
     shutdown: Shutdown,
 ) -> Result<Wakeups, StoreError> {
     let source = match store {
         Store::Sqlite(store) => Source::Appends(store.appends()),
-        Store::Postgres(store) => Source::Listener(store.notifications().await?),
+        Store::Postgres(store) => {
+            Source::Listener(store.notifications().await?, Some(store.appends()))
+        }
     };
     let last = store.pulse().await?;
     let (any, any_receiver) = watch::channel(0);
@@ -69,6 +74,7 @@ pub(crate) async fn listen(
         last,
         signals: Signals { any, control },
         trust: Trust::new(),
+        held_back,
     };
     tokio::spawn(watcher.run(source, poll, shutdown));
     Ok(Wakeups {
@@ -81,14 +87,16 @@ pub(crate) async fn listen(
 enum Source {
     /// Appends made by this process to SQLite: certain, readable at once.
     Appends(watch::Receiver<u64>),
-    /// PostgreSQL notifications, from any process: hints.
-    Listener(Notifications),
+    /// PostgreSQL notifications, from any process: hints; and the appends this process
+    /// made, heard before their notification (certain, but maybe not readable yet).
+    Listener(Notifications, Option<watch::Receiver<u64>>),
     /// Nothing more to hear: the poll alone finds changes.
     Closed,
 }
 
 enum Heard {
     Appended,
+    AppendedHere,
     Hint,
     Lost(StoreError),
     Closed,
@@ -101,13 +109,31 @@ impl Source {
                 Ok(()) => Heard::Appended,
                 Err(_) => Heard::Closed,
             },
-            Source::Listener(listener) => match listener.recv().await {
-                Ok(()) => {
-                    listener.drain();
-                    Heard::Hint
+            Source::Listener(listener, appends) => {
+                let appended = async {
+                    match appends {
+                        Some(receiver) => receiver.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(()) => {
+                            listener.drain();
+                            Heard::Hint
+                        }
+                        Err(error) => Heard::Lost(error),
+                    },
+                    open = appended => {
+                        if open {
+                            Heard::AppendedHere
+                        } else {
+                            *appends = None;
+                            Heard::Hint
+                        }
+                    }
                 }
-                Err(error) => Heard::Lost(error),
-            },
+            }
             Source::Closed => std::future::pending().await,
         }
     }
@@ -139,6 +165,7 @@ struct Watcher {
     last: Pulse,
     signals: Signals,
     trust: Trust,
+    held_back: HeldBack,
 }
 
 /// Whether hints may wake the subscriptions before a look confirms them: until
@@ -180,6 +207,7 @@ impl Watcher {
                 _ = shutdown.requested() => return,
                 _ = ticks.tick() => {
                     self.look(true).await;
+                    self.held_back.check(&self.store).await;
                 }
                 () = sleep_until(recheck_at) => {
                     recheck = match (self.look(true).await, recheck) {
@@ -191,6 +219,16 @@ impl Watcher {
                 }
                 heard = source.next() => match heard {
                     Heard::Appended => self.signals.events(),
+                    Heard::AppendedHere => {
+                        // Committed, but an older transaction may hold it back: wake at
+                        // once, and look again until the look sees it.
+                        self.signals.events();
+                        if !self.look(false).await {
+                            let delay = Duration::from_millis(1);
+                            recheck = Some((Instant::now() + delay, delay));
+                        }
+                        tokio::time::sleep(HINT_GAP).await;
+                    }
                     Heard::Hint => {
                         let trusted = self.trust.hints_trusted();
                         if trusted {
@@ -333,7 +371,8 @@ mod tests {
         let store = eventhost_store::connect(&url).await.expect("connect");
         let (trigger, shutdown) = ShutdownTrigger::new();
         // A poll too slow to matter: only notifications prompt a look here.
-        let mut wakeups = listen(&store, Duration::from_secs(3600), shutdown)
+        let held_back = HeldBack::new(Duration::from_secs(5));
+        let mut wakeups = listen(&store, Duration::from_secs(3600), held_back, shutdown)
             .await
             .expect("listen");
 
@@ -393,7 +432,8 @@ mod tests {
         // Another process: a store of its own, whose appends do not signal this one.
         let other = eventhost_store::connect(&url).await.expect("connect again");
         let (_trigger, shutdown) = ShutdownTrigger::new();
-        let mut wakeups = listen(&store, Duration::from_millis(20), shutdown)
+        let held_back = HeldBack::new(Duration::from_secs(5));
+        let mut wakeups = listen(&store, Duration::from_millis(20), held_back, shutdown)
             .await
             .expect("listen");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -641,6 +641,7 @@ mod tests {
             max_subscriptions: 1000,
             batch_bytes: 16 << 20,
             state_cache_bytes: 0,
+            held_back_warning: Duration::from_secs(5),
         };
         let pauses: Vec<u128> = (1..=8)
             .map(|attempt| backoff(&config, attempt).as_millis())

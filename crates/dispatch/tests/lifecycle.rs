@@ -166,6 +166,7 @@ impl Fixture {
             max_subscriptions: 1000,
             batch_bytes: 16 << 20,
             state_cache_bytes: eventhost_dispatch::STATE_CACHE_BYTES,
+            held_back_warning: eventhost_dispatch::HELD_BACK_WARNING,
         }
     }
 

@@ -16,6 +16,7 @@ mod subscriptions;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 pub use deliveries::{
     AttemptOutcome, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
@@ -198,6 +199,34 @@ macro_rules! delegate {
     };
 }
 
+/// An open transaction that has written: on PostgreSQL, it holds back every event committed
+/// after it began until it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Writer {
+    /// `session`, or `prepared transaction` (no session: `COMMIT PREPARED` or `ROLLBACK
+    /// PREPARED` by its gid, shown as `application`, ends it).
+    pub kind: String,
+    pub pid: Option<i32>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub application: Option<String>,
+    /// `active`, `idle in transaction`...
+    pub state: Option<String>,
+    /// How long its transaction has been open.
+    #[serde(serialize_with = "seconds")]
+    #[schema(value_type = f64)]
+    pub age: std::time::Duration,
+    /// The start of its current or last query, when this role may see it.
+    pub query: Option<String>,
+}
+
+fn seconds<S: serde::Serializer>(
+    value: &std::time::Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(value.as_secs_f64())
+}
+
 /// The longest [`Store::close`] waits.
 pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -231,6 +260,15 @@ impl Store {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 
+    /// Changes after each commit of this process that appends events (an append, a batch
+    /// that emits).
+    pub fn appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Store::Postgres(store) => store.appends(),
+            Store::Sqlite(store) => store.appends(),
+        }
+    }
+
     /// Changes after each commit of this process that enqueues messages, and each retry.
     pub fn enqueues(&self) -> tokio::sync::watch::Receiver<u64> {
         match self {
@@ -244,15 +282,28 @@ impl Store {
         delegate!(self, "summing up parked events", store => store.parked_summary())
     }
 
-    /// On PostgreSQL, how long the oldest transaction of the cluster that holds back what
-    /// subscriptions may read has been open (`None`: none is); SQLite holds nothing back.
-    pub async fn oldest_writer_age(&self) -> Result<Option<std::time::Duration>, StoreError> {
+    /// On PostgreSQL, the oldest transaction of the cluster that has written and not ended
+    /// (`None`: none is): what holds back what subscriptions may read. SQLite holds nothing
+    /// back.
+    pub async fn oldest_writer(&self) -> Result<Option<Writer>, StoreError> {
         match self {
             Store::Postgres(store) => store
-                .oldest_writer_age()
+                .oldest_writer()
                 .await
                 .map_err(|error| error.during("looking for open transactions")),
             Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// On PostgreSQL, how many committed events are not readable yet because an older
+    /// transaction is still open (counted up to `cap`); 0 on SQLite.
+    pub async fn held_back(&self, cap: u64) -> Result<u64, StoreError> {
+        match self {
+            Store::Postgres(store) => store
+                .held_back(cap)
+                .await
+                .map_err(|error| error.during("counting events held back")),
+            Store::Sqlite(_) => Ok(0),
         }
     }
 

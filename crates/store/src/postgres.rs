@@ -16,7 +16,7 @@ use sqlx::{Connection, Row};
 
 use super::{
     Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, Pulse, Signal, StoreError, StoreLimits, collect_until, entry_bytes,
+    PreparedEvent, Pulse, Signal, StoreError, StoreLimits, Writer, collect_until, entry_bytes,
     from_sql_int, prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
@@ -26,23 +26,34 @@ pub const NOTIFY_CHANNEL: &str = "eventhost";
 
 /// The store's notifications, on a connection of their own. A notification is only a hint
 /// that something may have changed: anyone who may connect can send one, so a receiver
-/// looks for itself what changed ([`Store::pulse`](crate::Store::pulse)).
-pub struct Notifications(PgListener);
+/// looks for itself what changed ([`Store::pulse`](crate::Store::pulse)). The ones this
+/// store sent itself are skipped: this process heard of its appends already
+/// ([`PgStore::appends`]). (Each carries the store's random mark; a role that copies it
+/// into notifications of its own only delays this process's wake-ups to its next poll.)
+pub struct Notifications {
+    listener: PgListener,
+    own: String,
+}
 
 impl Notifications {
-    /// Waits for the next notification. An error means the connection dropped:
-    /// notifications sent meanwhile are lost, and the next call reconnects.
+    /// Waits for the next notification another process sent. An error means the
+    /// connection dropped: notifications sent meanwhile are lost, and the next call
+    /// reconnects.
     pub async fn recv(&mut self) -> Result<(), StoreError> {
-        self.0
-            .recv()
-            .await
-            .map_err(|error| StoreError::from(error).during("listening for notifications"))?;
-        Ok(())
+        loop {
+            let notification =
+                self.listener.recv().await.map_err(|error| {
+                    StoreError::from(error).during("listening for notifications")
+                })?;
+            if notification.payload() != self.own {
+                return Ok(());
+            }
+        }
     }
 
     /// Discards the notifications already received.
     pub fn drain(&mut self) {
-        while self.0.next_buffered().is_some() {}
+        while self.listener.next_buffered().is_some() {}
     }
 }
 
@@ -55,6 +66,10 @@ pub struct PgStore {
     /// after every retry an operator asks for through it: a delivery worker in this process
     /// sends them at once (others find them at their next poll).
     enqueued: Signal,
+    /// Bumped after every commit of this process that others are notified of (appends,
+    /// operator requests): a dispatcher in this process looks at once, without waiting for
+    /// the notification's round trip (its listener skips this store's own).
+    appended: Signal,
     notifier: Notifier,
 }
 
@@ -169,6 +184,7 @@ impl PgStore {
             pool,
             limits,
             enqueued: Signal::new(),
+            appended: Signal::new(),
         };
         store.migrate().await?;
         Ok(store)
@@ -201,14 +217,23 @@ impl PgStore {
         self.enqueued.raise();
     }
 
-    /// Wakes listeners after a commit, soon: the committer does not wait (see `notifier`).
+    /// After a commit that appended events: wakes this process's dispatcher at once, and
+    /// other listeners soon (the committer does not wait: see `notifier`).
     pub(super) fn notify_soon(&self) {
+        self.appended.raise();
         self.notifier.request();
+    }
+
+    /// Changes after each commit in this process that appends events or carries an
+    /// operator's request.
+    pub fn appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// Wakes listeners after a commit, and waits until the notification is sent: for an
     /// operator's request, so that the command's return means the daemons were told.
     pub(super) async fn notify(&self) {
+        self.appended.raise();
         self.notifier.notify().await;
     }
 
@@ -229,7 +254,10 @@ impl PgStore {
         let listener = listen
             .await
             .map_err(|error| StoreError::from(error).during("listening for notifications"))?;
-        Ok(Notifications(listener))
+        Ok(Notifications {
+            listener,
+            own: self.notifier.mark().to_owned(),
+        })
     }
 
     /// Raises the control counter the daemons poll, in `tx`: an operator's request they
@@ -605,19 +633,63 @@ impl EventStore for PgStore {
 }
 
 impl PgStore {
-    /// How long the oldest transaction of the cluster that has written (and so holds back
-    /// what subscriptions may read: see migrations/postgres) has been open, if any is.
-    /// Sessions of other roles are counted only when this role may see them
-    /// (`pg_read_all_stats`).
-    pub(crate) async fn oldest_writer_age(&self) -> Result<Option<Duration>, StoreError> {
-        let seconds: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM clock_timestamp() - min(xact_start))::float8
-             FROM pg_stat_activity
-             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+    /// The oldest transaction of the cluster that has written and not ended, if any: it
+    /// holds back what subscriptions may read (see migrations/postgres), in any database of
+    /// the cluster. A session's, or a prepared transaction's. Sessions of other roles show
+    /// their query only when this role may see it (`pg_read_all_stats`).
+    pub(crate) async fn oldest_writer(&self) -> Result<Option<Writer>, StoreError> {
+        let row = sqlx::query(
+            "SELECT kind, pid, database, username, application, state, seconds, query
+             FROM (
+                 SELECT 'session' AS kind, pid, datname::text AS database,
+                        usename::text AS username, application_name AS application, state,
+                        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS seconds,
+                        left(query, 200) AS query, age(backend_xid) AS xid_age
+                 FROM pg_stat_activity
+                 WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+                 UNION ALL
+                 SELECT 'prepared transaction', NULL, database::text, owner::text, gid,
+                        'prepared',
+                        extract(epoch FROM clock_timestamp() - prepared)::float8, NULL,
+                        age(transaction)
+                 FROM pg_prepared_xacts
+             ) AS writers
+             ORDER BY xid_age DESC LIMIT 1",
         )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Writer {
+                kind: row.try_get("kind")?,
+                pid: row.try_get("pid")?,
+                database: row.try_get("database")?,
+                user: row.try_get("username")?,
+                application: row.try_get("application")?,
+                state: row.try_get("state")?,
+                age: Duration::from_secs_f64(
+                    row.try_get::<Option<f64>, _>("seconds")?
+                        .unwrap_or(0.0)
+                        .max(0.0),
+                ),
+                query: row.try_get("query")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many committed events are not readable yet (up to `cap`): written by
+    /// transactions that ended while an older one is still open.
+    pub(crate) async fn held_back(&self, cap: u64) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT 1 FROM eventhost.events
+                 WHERE order_tx >= pg_snapshot_xmin(pg_current_snapshot()) LIMIT $1
+             ) AS held",
+        )
+        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
         .fetch_one(&self.pool)
         .await?;
-        Ok(seconds.map(|seconds| Duration::from_secs_f64(seconds.max(0.0))))
+        Ok(from_sql_int(count))
     }
 
     /// The readable head of the log and the control counter, in one query.

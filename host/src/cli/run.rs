@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventhost_dispatch::{BATCH_BYTES, MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES};
+use eventhost_dispatch::{BATCH_BYTES, HELD_BACK_WARNING, MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES};
 use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules, GuestPool};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -86,6 +86,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = STATE_CACHE_BYTES)]
     state_cache_bytes: usize,
 
+    /// Seconds events may be held back by an open transaction (PostgreSQL) before the log
+    /// names the transaction.
+    #[arg(long, value_name = "SECONDS", default_value_t = HELD_BACK_WARNING.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    held_back_warning: u64,
+
     /// Seconds between progress reports of a subscription that is catching up.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     progress_interval: u64,
@@ -117,6 +122,7 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     config.max_subscriptions = args.max_subscriptions;
     config.batch_bytes = args.max_batch_bytes;
     config.state_cache_bytes = args.state_cache_bytes;
+    config.held_back_warning = Duration::from_secs(args.held_back_warning);
     // A dropped sender (the signal task ended) resolves the receiver too.
     daemon::run(
         config,

@@ -43,7 +43,7 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
             if !json {
                 writeln!(
                     out,
-                    "{:<32} {:<20} {:>10} {:>10} {:<8} {:<24} LAST ERROR",
+                    "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} LAST ERROR",
                     "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "PROGRESS"
                 )?;
             }
@@ -54,16 +54,20 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
                     writeln!(out, "{line}")?;
                 } else {
                     let subscription = &view.record;
+                    let remark = match (&view.held_back_by, &subscription.last_error) {
+                        (Some(writer), _) => held_back_by(writer),
+                        (None, Some(error)) => error.clone(),
+                        (None, None) => "-".to_owned(),
+                    };
                     writeln!(
                         out,
-                        "{:<32} {:<20} {:>10} {:>10} {:<8} {:<24} {}",
+                        "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} {remark}",
                         subscription.name,
                         subscription.plugin,
                         view.position,
                         view.lag,
                         subscription.status,
                         progress_summary(subscription.progress.as_ref()),
-                        subscription.last_error.as_deref().unwrap_or("-"),
                     )?;
                 }
             }
@@ -83,6 +87,24 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an operator needs to find and end the transaction that holds events back.
+fn held_back_by(writer: &eventhost_store::Writer) -> String {
+    let who = match (writer.kind.as_str(), writer.pid) {
+        ("session", Some(pid)) => format!("session pid {pid}"),
+        (kind, _) => format!(
+            "{kind} {}",
+            writer.application.as_deref().unwrap_or("(unknown)")
+        ),
+    };
+    format!(
+        "held back by {who} (database {}, user {}, {} for {:.0} s): it must end first",
+        writer.database.as_deref().unwrap_or("?"),
+        writer.user.as_deref().unwrap_or("?"),
+        writer.state.as_deref().unwrap_or("open"),
+        writer.age.as_secs_f64()
+    )
 }
 
 fn progress_summary(progress: Option<&serde_json::Value>) -> String {

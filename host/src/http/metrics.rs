@@ -194,9 +194,9 @@ pub async fn metrics(_: Granted<ReadScope>, State(api): State<Api>) -> Result<Re
         gauge!("eventhost_parked_oldest_age_seconds", "subscription" => name).set(age);
     }
     if let eventhost_store::Store::Postgres(_) = api.store {
-        let age = api.store.oldest_writer_age().await?;
+        let oldest = api.store.oldest_writer().await?;
         gauge!("eventhost_postgres_oldest_transaction_age_seconds")
-            .set(age.map_or(0.0, |age| age.as_secs_f64()));
+            .set(oldest.map_or(0.0, |writer| writer.age.as_secs_f64()));
     }
     let mut response = handle.render().into_response();
     response.headers_mut().insert(
