@@ -122,7 +122,9 @@ async fn view(
     mut record: SubscriptionRecord,
     holder: Option<&Writer>,
 ) -> Result<SubscriptionView, StoreError> {
-    let lag = store.lag(&record.name).await?;
+    // At the record's checkpoint: a reset's answer is what it set, whatever the daemon did
+    // since.
+    let lag = store.count_after(record.checkpoint, &record.filter).await?;
     let next = store
         .read_batch(record.checkpoint, &record.filter, 1)
         .await?;

@@ -2,177 +2,31 @@
 //! instants, at least twenty times, and restarted each time, while the test keeps appending
 //! orders. Once the appends end and the last daemon catches up, every event's effect is
 //! applied exactly once: the counter equals the number of stored events, the order-totals
-//! projection equals the model below, there is one shipment per paid order, nothing is parked.
+//! projection equals the model (`support/orders.rs`), there is one shipment per paid order,
+//! nothing is parked.
 //!
 //! Small batch sizes (sidecars) make many commits, so kills land between and inside them.
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/orders.rs"]
+mod orders;
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, Deployment, TestDatabase};
-use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
-use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
+use daemon::{Deployment, TestDatabase};
+use eventhost_store::{self as store, Store, SubscriptionStore};
+use orders::{
+    COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, wait_for_lag_zero,
+};
 use rand::Rng;
-use serde_json::json;
 
 const MIN_KILLS: usize = 20;
 const MAX_KILLS: usize = 80;
 const ORDERS: usize = 150;
 /// Pause between two orders: the appends span the kill phase (about ten seconds).
 const APPEND_PACE: Duration = Duration::from_millis(60);
-const CATCH_UP: Duration = Duration::from_secs(60);
-
-const COUNTER: &str = "counter.all";
-const TOTALS: &str = "order-totals.totals";
-const SHIPMENTS: &str = "shipping-policy.shipments";
-
-/// Order `n` of the script: what is appended, and what order-totals must make of it.
-struct Order {
-    id: String,
-    customer: String,
-    /// `(quantity, unit_price_cents)` of the lines at creation.
-    lines: Vec<(i64, i64)>,
-    added: Option<(i64, i64)>,
-    /// How many `order.paid` events (0, 1, or a repeated 2).
-    paid: usize,
-    cancelled: bool,
-}
-
-impl Order {
-    fn nth(n: usize) -> Self {
-        let n64 = n as i64;
-        let lines = if n.is_multiple_of(2) {
-            vec![(n64 % 3 + 1, 100 + n64), (1, 50)]
-        } else {
-            vec![(2, 75 + n64)]
-        };
-        let paid = match n % 10 {
-            0 => 2,
-            _ if n % 3 == 2 => 0,
-            _ => 1,
-        };
-        Self {
-            id: format!("o-{n}"),
-            customer: format!("c-{}", n % 7),
-            lines,
-            added: (n % 4 != 3).then_some((1 + n64 % 4, 10 * (n64 % 9 + 1))),
-            paid,
-            cancelled: n % 5 == 4,
-        }
-    }
-
-    /// The appends, in order, each atomic: creation (with its added line), payments, cancel.
-    fn appends(&self) -> Vec<Vec<NewEvent>> {
-        let line = |(quantity, price): (i64, i64)| json!({"sku": "sku", "quantity": quantity, "unit_price_cents": price});
-        let mut opening = vec![NewEvent::new(
-            "order.created",
-            json!({"customer": self.customer, "lines": self.lines.iter().copied().map(line).collect::<Vec<_>>()}),
-        )];
-        opening.extend(
-            self.added
-                .map(|added| NewEvent::new("order.line-added", line(added))),
-        );
-        let mut appends = vec![opening];
-        appends.extend((0..self.paid).map(|_| vec![NewEvent::new("order.paid", json!({}))]));
-        if self.cancelled {
-            appends.push(vec![NewEvent::new(
-                "order.cancelled",
-                json!({"reason": "test"}),
-            )]);
-        }
-        appends
-    }
-
-    fn total_cents(&self) -> i64 {
-        self.lines
-            .iter()
-            .chain(&self.added)
-            .map(|(quantity, price)| quantity * price)
-            .sum()
-    }
-
-    /// `order/<id>` as the order-totals specification writes it.
-    fn state(&self) -> String {
-        let status = if self.cancelled {
-            "cancelled"
-        } else if self.paid > 0 {
-            "paid"
-        } else {
-            "open"
-        };
-        let lines = self.lines.len() + usize::from(self.added.is_some());
-        format!(
-            r#"{{"customer":"{}","status":"{status}","lines":{lines},"total_cents":{}}}"#,
-            self.customer,
-            self.total_cents()
-        )
-    }
-}
-
-/// The order-totals state the whole script must leave: every order and every customer.
-fn expected_projection(orders: &[Order]) -> BTreeMap<String, String> {
-    let mut customers: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
-    let mut state = BTreeMap::new();
-    for order in orders {
-        let customer = customers.entry(&order.customer).or_default();
-        customer.0 += 1;
-        if order.paid > 0 {
-            customer.1 += order.total_cents();
-        }
-        state.insert(format!("order/{}", order.id), order.state());
-    }
-    for (name, (count, paid_cents)) in customers {
-        state.insert(
-            format!("customer/{name}"),
-            format!(r#"{{"orders":{count},"paid_cents":{paid_cents}}}"#),
-        );
-    }
-    state
-}
-
-/// Appends every order's events through the library, paced; returns how many events.
-async fn append_orders(store: Store, orders: usize) -> u64 {
-    let mut appended = 0;
-    for n in 0..orders {
-        let order = Order::nth(n);
-        let stream = StreamId::new("order", &order.id);
-        let mut version = 0;
-        for events in order.appends() {
-            let expected = if version == 0 {
-                ExpectedVersion::NoStream
-            } else {
-                ExpectedVersion::Exact(version)
-            };
-            let done = store
-                .append(&stream, expected, &events)
-                .await
-                .expect("append an order's events");
-            version = done.last_version();
-            appended += events.len() as u64;
-        }
-        tokio::time::sleep(APPEND_PACE).await;
-    }
-    appended
-}
-
-async fn count_events(store: &Store) -> u64 {
-    let (mut total, mut after) = (0, 0);
-    loop {
-        let page = store
-            .read_positions(None, after, 1_000)
-            .await
-            .expect("read the events");
-        let Some(last) = page.last() else {
-            return total;
-        };
-        after = last.position;
-        total += page.len() as u64;
-    }
-}
 
 async fn lags(store: &Store) -> [u64; 3] {
     let mut lags = [0; 3];
@@ -180,23 +34,6 @@ async fn lags(store: &Store) -> [u64; 3] {
         *lag = store.lag(name).await.expect("lag");
     }
     lags
-}
-
-async fn wait_for_lag_zero(daemon: &mut Daemon, store: &Store, names: &[&str]) {
-    let what = format!("lag 0 on {names:?}");
-    daemon
-        .wait_until(&what, CATCH_UP, || async {
-            let mut seen = Vec::new();
-            for name in names {
-                seen.push(store.lag(name).await.expect("lag"));
-            }
-            if seen.iter().all(|lag| *lag == 0) {
-                Ok(())
-            } else {
-                Err(format!("{seen:?}"))
-            }
-        })
-        .await;
 }
 
 #[derive(Debug, Default)]
@@ -249,7 +86,7 @@ async fn every_effect_lands_exactly_once_across_random_sigkills(database: TestDa
         );
     }
 
-    let appending = tokio::spawn(append_orders(store.clone(), ORDERS));
+    let appending = tokio::spawn(append_orders(store.clone(), ORDERS, APPEND_PACE, false));
     let stats = kill_repeatedly(&mut deployment, &store, &appending).await;
     let appended = appending.await.expect("the appender finished");
 
@@ -259,67 +96,17 @@ async fn every_effect_lands_exactly_once_across_random_sigkills(database: TestDa
     wait_for_lag_zero(&mut daemon, &store, &[TOTALS, SHIPMENTS]).await;
     wait_for_lag_zero(&mut daemon, &store, &[COUNTER]).await;
 
-    let orders: Vec<Order> = (0..ORDERS).map(Order::nth).collect();
-    let paid: Vec<&Order> = orders.iter().filter(|order| order.paid > 0).collect();
-    let events = count_events(&store).await;
-    let count: u64 = store
-        .state_get(COUNTER, "count")
-        .await
-        .expect("count")
-        .map_or(0, |text| text.parse().expect("an integer"));
-    let shipments = store
-        .read_positions(Some("shipment"), 0, 10_000)
-        .await
-        .expect("read the shipments");
     eprintln!(
-        "kill -9 on {}: {} kills ({} while dispatching, {} with events pending; uptimes {:?} ms), {} daemon runs, \
-         {appended} order events appended, {} shipments, {events} events stored, counter {count}, \
-         duplicates {}, {:.1}s",
+        "kill -9 on {}: {} kills ({} while dispatching, {} with events pending; uptimes {:?} ms), {} daemon runs, {:.1}s",
         database.kind(),
         stats.kills,
         stats.kills_while_dispatching,
         stats.kills_with_work_pending,
         stats.uptimes_ms,
         deployment.runs(),
-        shipments.len(),
-        count as i64 - events as i64,
         started.elapsed().as_secs_f64(),
     );
-
-    assert_eq!(
-        events,
-        appended + shipments.len() as u64,
-        "only the orders and the shipments are stored"
-    );
-    assert_eq!(
-        count, events,
-        "the counter saw {count} events for {events} stored: effects applied more or less than once"
-    );
-    let projection: BTreeMap<String, String> = store
-        .state_scan(TOTALS, "", None, 100_000)
-        .await
-        .expect("scan")
-        .into_iter()
-        .collect();
-    assert_eq!(
-        projection,
-        expected_projection(&orders),
-        "the order-totals projection"
-    );
-    assert_eq!(shipments.len(), paid.len(), "one shipment per paid order");
-    for order in paid {
-        let stream = StreamId::new("shipment", &order.id);
-        assert_eq!(
-            store.stream_version(&stream).await.expect("version"),
-            1,
-            "shipments of {}",
-            order.id
-        );
-    }
-    assert!(
-        store.parked(None).await.expect("parked").is_empty(),
-        "nothing is parked"
-    );
+    assert_every_effect_once(&store, ORDERS, appended).await;
     for subscription in deployment.subscriptions().await {
         assert_eq!(
             subscription["lag"], 0,

@@ -12,7 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId, Version};
-use eventhost_store::{BatchEntry, Checkpoint, EventStore, Filter, PgStore, StoreLimits};
+use eventhost_store::{
+    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, PgStore, StoreLimits,
+    SubscriptionDefinition, SubscriptionStore,
+};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgDatabaseError, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
@@ -777,6 +780,108 @@ async fn a_version_appended_by_an_older_transaction_is_read_after_the_version_be
         .await
         .unwrap();
     assert_eq!([first[0].event.id, second[0].event.id], [v1, v2]);
+}
+
+/// `subscriptions reset --to P` hands back every event after position P, in the
+/// subscription's own order: an event whose transaction took its id before P's, and its
+/// position after P, comes before P in that order, and is handled again too.
+#[tokio::test]
+async fn a_reset_to_a_position_hands_back_a_later_position_that_an_older_transaction_took() {
+    let f = fixture().await;
+    let name = "probe.all";
+    let defined = f
+        .store
+        .define_subscriptions(
+            "probe",
+            &[SubscriptionDefinition {
+                name: name.to_owned(),
+                filter: Filter::default(),
+                start: Checkpoint::ORIGIN,
+            }],
+        )
+        .await
+        .expect("define the subscription");
+    let mut a = f.app.begin().await.unwrap();
+    let xid_a = take_xid(&mut a).await;
+    let mut b = f.app.begin().await.unwrap();
+    let at_p = sql_append(
+        &mut b,
+        "b",
+        None,
+        json!([event_json(Uuid::new_v4(), "order.changed", json!({}))]),
+    )
+    .await
+    .expect("B appends");
+    let xid_b = take_xid(&mut b).await;
+    b.commit().await.unwrap();
+    let after_p = sql_append(
+        &mut a,
+        "a",
+        None,
+        json!([event_json(Uuid::new_v4(), "order.changed", json!({}))]),
+    )
+    .await
+    .expect("A appends");
+    a.commit().await.unwrap();
+    assert!(
+        xid_a < xid_b && at_p[0].position < after_p[0].position,
+        "inverted"
+    );
+    let p = at_p[0].position as u64;
+
+    // The subscription handles both (A's first), and an operator resets it to P.
+    let mut follower = Follower::from_origin(&f.store);
+    follower.wait_for(2).await;
+    assert_eq!(follower.ids(), [after_p[0].id, at_p[0].id], "commit order");
+    let handled = f
+        .store
+        .read_batch(Checkpoint::ORIGIN, &Filter::default(), 10)
+        .await
+        .unwrap();
+    let last = handled.last().expect("two events").checkpoint;
+    f.store
+        .commit_batch(&BatchCommit::advance(
+            name,
+            defined[0].record.revision,
+            Checkpoint::ORIGIN,
+            last,
+        ))
+        .await
+        .expect("handle both");
+    assert_eq!(f.store.lag(name).await.unwrap(), 0);
+
+    let reset = f.store.reset(name, p, false).await.expect("reset to P");
+    let again: Vec<Uuid> = f
+        .store
+        .read_batch(reset.checkpoint, &Filter::default(), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| entry.event.id)
+        .collect();
+    assert!(
+        again.contains(&after_p[0].id),
+        "the event after P is handled again: {again:?} after {:?}",
+        reset.checkpoint
+    );
+    assert_eq!(f.store.lag(name).await.unwrap(), again.len() as u64);
+
+    // Without an inversion, a reset to P hands back exactly what follows P.
+    let reset = f
+        .store
+        .reset(name, after_p[0].position as u64, false)
+        .await
+        .expect("reset to the later position");
+    let again = f
+        .store
+        .read_batch(reset.checkpoint, &Filter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|entry| entry.event.id).collect::<Vec<_>>(),
+        [at_p[0].id],
+        "after A's event in commit order comes B's alone"
+    );
 }
 
 #[tokio::test]

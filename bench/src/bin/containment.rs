@@ -17,15 +17,13 @@
 //! --release -p eventhost-bench --bin containment -- --baseline PATH/TO/OLD/eventhost`.
 //! Without `--baseline` only the build under test is measured.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, TempDir, cells, header, millis, percentile, rename_plugin, target_dir,
+    BenchDatabase, Daemon, TempDir, cells, header, millis, percentile, rename_plugin, target_dir,
 };
 use sqlx::{PgPool, SqlitePool};
 
@@ -450,113 +448,6 @@ fn write_folder(folder: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
         std::fs::write(folder.join(name), bytes)?;
     }
     Ok(())
-}
-
-/// `eventhost run` in a child process.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(
-        binary: &Path,
-        database_url: &str,
-        plugins: &Path,
-        cache: &Path,
-        dir: &Path,
-        extra: &[&str],
-    ) -> Result<Self> {
-        let log = dir.join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
-        let child = Command::new(binary)
-            .arg("--database-url")
-            .arg(database_url)
-            .arg("run")
-            .arg("--plugins")
-            .arg(plugins)
-            .arg("--cache-dir")
-            .arg(cache)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        Ok(Self { child, log })
-    }
-
-    fn check_running(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            bail!("the daemon exited with {status}:\n{log}");
-        }
-        Ok(())
-    }
-
-    /// CPU time (user + system, every thread) the daemon has used so far, in seconds.
-    fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("a /proc stat line")?
-            .1
-            .split_whitespace()
-            .collect();
-        // Fields 14 and 15 of stat(5), counted after the command name's parenthesis.
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        Ok(ticks / clock_ticks()?)
-    }
-
-    /// The share of one core the daemon used over `window`.
-    async fn cpu_over(&self, window: Duration) -> Result<f64> {
-        let before = self.cpu_seconds()?;
-        tokio::time::sleep(window).await;
-        Ok((self.cpu_seconds()? - before) / window.as_secs_f64())
-    }
-
-    fn rss_kb(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .context("no VmRSS")?;
-        Ok(line.trim().trim_end_matches("kB").trim().parse()?)
-    }
-
-    /// SIGTERM, then waits for the exit; returns how long it took.
-    async fn stop(mut self, limit: Duration) -> Result<Duration> {
-        let sent = Instant::now();
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()?;
-        if !status.success() {
-            bail!("kill -TERM failed");
-        }
-        while self.child.try_wait()?.is_none() {
-            if sent.elapsed() > limit {
-                self.child.kill()?;
-                self.child.wait()?;
-                bail!("the daemon did not stop within {limit:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(sent.elapsed())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clock_ticks() -> Result<f64> {
-    let output = Command::new("getconf").arg("CLK_TCK").output()?;
-    Ok(String::from_utf8(output.stdout)?.trim().parse()?)
 }
 
 fn print_table(args: &Args, builds: &[(&str, PathBuf)], figures: &[Vec<Figure>]) {

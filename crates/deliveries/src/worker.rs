@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -290,17 +289,9 @@ fn lanes(pending: Vec<Delivery>) -> Vec<Vec<Delivery>> {
     lanes
 }
 
-/// The pause after failed attempt `attempt` (1-based): the base doubling up to the maximum,
-/// then a random part of its second half taken off, so that messages that failed together do
-/// not all come back together.
+/// The pause after failed attempt `attempt` (1-based), jittered.
 fn backoff(policy: &DeliveryPolicy, attempt: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-    let full = policy
-        .backoff_base
-        .saturating_mul(factor)
-        .min(policy.backoff_max);
-    let half = full / 2;
-    half + rand::rng().random_range(Duration::ZERO..=half)
+    eventhost_domain::retry::jittered_backoff(policy.backoff_base, attempt, policy.backoff_max)
 }
 
 #[cfg(test)]
@@ -343,28 +334,5 @@ mod tests {
             .map(|lane| lane.iter().map(|d| d.id).collect())
             .collect();
         assert_eq!(ids, vec![vec![1, 4], vec![2], vec![3], vec![5]]);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_maximum_with_jitter_in_the_second_half() {
-        let policy = DeliveryPolicy {
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            ..DeliveryPolicy::default()
-        };
-        for (attempt, full) in [
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1000),
-            (40, 1000),
-        ] {
-            let pause = backoff(&policy, attempt).as_millis();
-            assert!(
-                (full / 2..=full).contains(&pause),
-                "attempt {attempt}: {pause} ms"
-            );
-        }
     }
 }

@@ -12,6 +12,7 @@
 
 mod handler;
 mod held_back;
+mod outage;
 pub mod plugins;
 mod progress;
 mod reads;
@@ -468,6 +469,7 @@ impl Dispatcher {
             revision: resume.revision,
             prefetch: None,
             replay_checked: None,
+            store_failures: 0,
         };
         Running {
             filter,

@@ -15,17 +15,23 @@
 //! hint finds nothing new (on PostgreSQL an older transaction may still hold committed events
 //! back), the task looks again at growing intervals up to [`MAX_RECHECK_DELAY`].
 //!
+//! Notifications sent while the listening connection is down are lost: once it listens
+//! again (it tries after a short pause that grows, up to [`MAX_LISTEN_DELAY`], while the
+//! store is unreachable), and whenever an outage ends (see `outage`), every subscription is
+//! woken to look for itself.
+//!
 //! Wake-ups are watch channels' version counters: a receiver never misses that something
 //! changed, and however many changes come meanwhile it wakes once.
 
 use std::time::Duration;
 
-use eventhost_store::{Notifications, Pulse, Store, StoreError};
+use eventhost_store::{Notifications, Pulse, Received, Store, StoreError};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::held_back::HeldBack;
+use crate::outage::{self, Outages};
 use crate::shutdown::Shutdown;
 
 /// The least time between two looks prompted by notifications.
@@ -42,6 +48,9 @@ const ALARM_WINDOW: Duration = Duration::from_secs(2);
 /// takes over.
 const MAX_RECHECK_DELAY: Duration = Duration::from_millis(256);
 
+/// The longest pause before listening again after the listening connection failed.
+const MAX_LISTEN_DELAY: Duration = Duration::from_secs(1);
+
 /// What a subscription waits on.
 #[derive(Clone)]
 pub(crate) struct Wakeups {
@@ -50,6 +59,8 @@ pub(crate) struct Wakeups {
     /// Changes after an operator's request (a reset, a replay), and whenever notifications
     /// may have been lost.
     pub(crate) control: watch::Receiver<u64>,
+    /// Whether the store is reachable.
+    pub(crate) outages: Outages,
 }
 
 /// Starts listening and polling every `poll`, until `shutdown`; each poll also looks for
@@ -69,17 +80,20 @@ pub(crate) async fn listen(
     let last = store.pulse().await?;
     let (any, any_receiver) = watch::channel(0);
     let (control, control_receiver) = watch::channel(0);
+    let outages = Outages::new();
     let watcher = Watcher {
         store: store.clone(),
         last,
         signals: Signals { any, control },
         trust: Trust::new(),
         held_back,
+        outages: outages.clone(),
     };
     tokio::spawn(watcher.run(source, poll, shutdown));
     Ok(Wakeups {
         any: any_receiver,
         control: control_receiver,
+        outages,
     })
 }
 
@@ -98,6 +112,10 @@ enum Heard {
     Appended,
     AppendedHere,
     Hint,
+    /// The listener lost its connection: notifications are lost until it listens again.
+    Disconnected,
+    /// The listener listens again, on a new connection.
+    Listening,
     Lost(StoreError),
     Closed,
 }
@@ -118,10 +136,12 @@ impl Source {
                 };
                 tokio::select! {
                     received = listener.recv() => match received {
-                        Ok(()) => {
+                        Ok(Received::Notification) => {
                             listener.drain();
                             Heard::Hint
                         }
+                        Ok(Received::Disconnected) => Heard::Disconnected,
+                        Ok(Received::Listening) => Heard::Listening,
                         Err(error) => Heard::Lost(error),
                     },
                     open = appended => {
@@ -166,6 +186,7 @@ struct Watcher {
     signals: Signals,
     trust: Trust,
     held_back: HeldBack,
+    outages: Outages,
 }
 
 /// Whether hints may wake the subscriptions before a look confirms them: until
@@ -201,13 +222,26 @@ impl Watcher {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // After a hint that found nothing new: when to look again, and the delay after that.
         let mut recheck: Option<(Instant, Duration)> = None;
+        // After the listener failed to connect: how many times in a row, and when to try
+        // again (it is not listened to until then).
+        let mut listen_failures = 0;
+        let mut listen_again: Option<Instant> = None;
+        let mut outage_ends = self.outages.ends();
         loop {
             let recheck_at = recheck.map(|(at, _)| at);
             tokio::select! {
                 _ = shutdown.requested() => return,
                 _ = ticks.tick() => {
                     self.look(true).await;
-                    self.held_back.check(&self.store).await;
+                    if !self.outages.is_down() {
+                        self.held_back.check(&self.store).await;
+                    }
+                }
+                () = sleep_until(listen_again) => listen_again = None,
+                _ = outage_ends.changed() => {
+                    // Whatever the outage hid (notifications, operators' requests),
+                    // everyone looks for themselves.
+                    self.signals.control();
                 }
                 () = sleep_until(recheck_at) => {
                     recheck = match (self.look(true).await, recheck) {
@@ -217,7 +251,7 @@ impl Watcher {
                         _ => None,
                     };
                 }
-                heard = source.next() => match heard {
+                heard = source.next(), if listen_again.is_none() => match heard {
                     Heard::Appended => self.signals.events(),
                     Heard::AppendedHere => {
                         // Committed, but an older transaction may hold it back: wake at
@@ -245,12 +279,25 @@ impl Watcher {
                         };
                         tokio::time::sleep(HINT_GAP).await;
                     }
-                    Heard::Lost(error) => {
-                        // The listener reconnects on its next recv; notifications sent
-                        // meanwhile are lost, so wake everyone to look for themselves.
-                        warn!(%error, "lost the LISTEN connection; reconnecting");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    Heard::Listening => {
+                        // Notifications sent while it was away are lost: everyone looks
+                        // for themselves (for events and for operators' requests).
+                        debug!("listening again after a lost connection");
+                        listen_failures = 0;
                         self.signals.control();
+                        self.look(false).await;
+                    }
+                    Heard::Disconnected => self.connection_lost(None).await,
+                    Heard::Lost(error) => {
+                        // The listener connects again on its next recv, after a pause.
+                        if listen_failures == 0 {
+                            self.connection_lost(Some(error)).await;
+                        } else {
+                            self.outages.failed(&error);
+                        }
+                        listen_failures += 1;
+                        let delay = outage::retry_delay(listen_failures, poll.min(MAX_LISTEN_DELAY));
+                        listen_again = Some(Instant::now() + delay);
                     }
                     Heard::Closed => {
                         // Appends in this process no longer signal: the poll still finds them.
@@ -261,16 +308,37 @@ impl Watcher {
         }
     }
 
+    /// The listening connection was lost (with `cause`, when the server said why): a
+    /// connection made outside the pool tells at once whether the server is down (an outage,
+    /// with the true cause, where the pool would only time out) or only this session ended.
+    async fn connection_lost(&mut self, cause: Option<StoreError>) {
+        let cause = cause.map_or_else(|| "the connection closed".to_owned(), |e| e.to_string());
+        match self.store.probe().await {
+            Ok(()) => info!(
+                %cause,
+                "the listening connection was lost (its session ended); listening again, and looking for what was missed"
+            ),
+            Err(error) => {
+                if !self.outages.failed(&error) {
+                    warn!(%error, %cause, "the listening connection was lost, and a new one fails");
+                }
+            }
+        }
+    }
+
     /// Reads the pulse and wakes the subscriptions if it changed (for a new head only when
     /// `wake_for_events`: they may have been woken already); whether it changed.
     async fn look(&mut self, wake_for_events: bool) -> bool {
         let pulse = match self.store.pulse().await {
             Ok(pulse) => pulse,
             Err(error) => {
-                debug!(%error, "cannot poll the store; trying again at the next look");
+                if !self.outages.failed(&error) {
+                    debug!(%error, "cannot poll the store; trying again at the next look");
+                }
                 return false;
             }
         };
+        self.outages.reached(false);
         let changed = pulse != self.last;
         if pulse.control != self.last.control {
             self.signals.control();

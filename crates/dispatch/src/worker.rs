@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use super::outage;
 use super::progress::Progress;
 use super::state_cache::{self, StateCache};
 use super::wakeup::Wakeups;
@@ -89,6 +90,8 @@ pub(crate) struct Worker {
     pub(crate) prefetch: Option<Prefetch>,
     /// When replay requests were last looked for.
     pub(crate) replay_checked: Option<Instant>,
+    /// Store errors since the last step that went through.
+    pub(crate) store_failures: u32,
 }
 
 /// Where a worker starts, and where it stopped: its checkpoint and the subscription's
@@ -152,11 +155,18 @@ impl Worker {
         let mut progress = Progress::new(self.config.progress_interval);
         while !self.shutdown.is_requested() {
             match self.step(&mut progress).await {
-                Ok(Step::Worked) => {}
-                Ok(Step::CaughtUp) => self.idle().await,
+                Ok(step) => {
+                    self.store_failures = 0;
+                    self.wakeups.outages.reached(false);
+                    if let Step::CaughtUp = step {
+                        self.idle().await;
+                    }
+                }
                 Err(error) => self.recover(error).await,
             }
-            progress.maybe_report(&self.store, &self.name).await;
+            if !self.wakeups.outages.is_down() {
+                progress.maybe_report(&self.store, &self.name).await;
+            }
         }
         debug!(subscription = %self.name, "stopped");
         Resume {
@@ -310,23 +320,32 @@ impl Worker {
         Ok(true)
     }
 
-    /// After a store error: say so, wait, and carry on from the stored checkpoint (which an
-    /// operator's reset or another daemon may have moved).
+    /// After a store error: say so (an outage once for all subscriptions, see `outage`),
+    /// wait (from milliseconds, doubling, jittered; an outage's end cuts the wait short),
+    /// and carry on from the stored checkpoint (which an operator's reset, another daemon,
+    /// or a commit whose outcome was unknown may have moved).
     async fn recover(&mut self, error: StoreError) {
         // Whatever failed, the subscription may have changed unseen (or a commit whose
         // outcome is unknown may have landed): forget its state.
         state_cache::lock(&self.cache).clear();
-        match &error {
-            StoreError::CheckpointMoved { .. } => {
-                info!(subscription = %self.name, "subscription changed while a batch was in flight (an operator's request or another daemon); its effects were dropped, resuming from what is stored");
-            }
-            _ => {
+        if let StoreError::CheckpointMoved { .. } = error {
+            info!(subscription = %self.name, "subscription changed while a batch was in flight (an operator's request or another daemon); its effects were dropped, resuming from what is stored");
+        } else {
+            self.store_failures = self.store_failures.saturating_add(1);
+            let delay = outage::retry_delay(self.store_failures, self.config.backoff_max);
+            if self.wakeups.outages.failed(&error) {
+                debug!(subscription = %self.name, %error, "the store is unreachable; retrying");
+            } else {
                 warn!(subscription = %self.name, %error, "store error; retrying");
                 let _ = self
                     .store
                     .record_status(&self.name, "failing", Some(&error.to_string()), None)
                     .await;
-                self.pause(self.config.backoff_max).await;
+            }
+            let mut outages = self.wakeups.outages.clone();
+            tokio::select! {
+                () = outages.wait(delay) => {}
+                _ = self.shutdown.requested() => return,
             }
         }
         match self.store.subscription(&self.name).await {
@@ -335,7 +354,11 @@ impl Worker {
                 self.revision = record.revision;
             }
             Ok(None) => warn!(subscription = %self.name, "subscription row is gone"),
-            Err(error) => warn!(subscription = %self.name, %error, "cannot reload the checkpoint"),
+            Err(error) => {
+                if !self.wakeups.outages.failed(&error) {
+                    warn!(subscription = %self.name, %error, "cannot reload the checkpoint");
+                }
+            }
         }
     }
 
@@ -450,6 +473,7 @@ impl Worker {
         let commit = commit_for(&self.name, self.revision, self.checkpoint, to, effects);
         match self.store.commit_batch(&commit).await {
             Ok(()) => {
+                self.wakeups.outages.reached(true);
                 count_emitted(&commit);
                 state_cache::lock(&self.cache).apply(&commit.state);
                 self.checkpoint = commit.to;
@@ -500,6 +524,7 @@ impl Worker {
             attempts,
         });
         self.store.commit_batch(&commit).await?;
+        self.wakeups.outages.reached(true);
         self.revision += 1;
         metrics::counter!("eventhost_events_parked_total", "subscription" => self.name.clone())
             .increment(1);

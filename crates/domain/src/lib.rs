@@ -14,6 +14,7 @@ mod filter;
 pub mod input;
 pub mod message;
 pub mod name;
+pub mod retry;
 
 pub use append::{AppendError, Appended, AppendedEvent, PreparedEvent, StoreLimits};
 pub use checkpoint::{Checkpoint, InvalidCheckpoint};

@@ -1,6 +1,7 @@
 //! What can go wrong in the store, in terms a caller can act on.
 
 use eventhost_domain::{AppendError, ExpectedVersion, StreamId, Version};
+use sqlx::error::DatabaseError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +58,16 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
+    /// The SQLite database (or its folder, where its journal lives) cannot be written.
+    #[error(
+        "the SQLite database {path} is read-only here: eventhost needs to write it and its folder ({source})"
+    )]
+    ReadOnly {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot create the SQLite directory {path}")]
     CreateDir {
         path: String,
@@ -66,6 +77,13 @@ pub enum StoreError {
 
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// The SQLite database file was deleted or replaced while the store had it open: what
+    /// is written now would be lost with the unlinked file, so nothing more is.
+    #[error(
+        "the SQLite database file {path} was deleted or replaced while it was open: nothing more is written to it (put it back, or restart to start a new database there)"
+    )]
+    FileGone { path: String },
 
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -125,6 +143,30 @@ impl StoreError {
         }
     }
 
+    /// Whether the database could not be reached or used (a restart, a stop, a terminated
+    /// session, the network, no connection free in time; a full disk, a read-only or lost
+    /// file): the same call may succeed later. Whether a commit interrupted this way landed
+    /// is unknown.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::FileGone { .. } => true,
+            Self::Database { source, .. } => unreachable_database(source),
+            Self::InAppend { source, .. } => source.is_unavailable(),
+            _ => false,
+        }
+    }
+
+    /// Whether the database may be read but not written: a full disk, a read-only file, a
+    /// file deleted or replaced (see [`StoreError::is_unavailable`]).
+    pub fn is_unwritable(&self) -> bool {
+        match self {
+            Self::FileGone { .. } | Self::ReadOnly { .. } => true,
+            Self::Database { source, .. } => matches!(sqlite_primary_code(source), Some(8 | 13)),
+            Self::InAppend { source, .. } => source.is_unwritable(),
+            _ => false,
+        }
+    }
+
     /// Names the operation a database error interrupted, unless a deeper call already did.
     pub fn during(self, operation: &'static str) -> Self {
         match self {
@@ -135,4 +177,31 @@ impl StoreError {
             other => other,
         }
     }
+}
+
+/// See [`StoreError::is_unavailable`]. PostgreSQL's SQLSTATEs: class 08 (connection
+/// exceptions), 57P01-57P03 (the server is shutting down, crashed, or not yet accepting
+/// connections), 53300 (too many connections). SQLite's primary result codes: 8 (read-only),
+/// 10 (I/O error), 13 (full), 14 (cannot open).
+fn unreachable_database(error: &sqlx::Error) -> bool {
+    if let Some(code) = sqlite_primary_code(error) {
+        return matches!(code, 8 | 10 | 13 | 14);
+    }
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// SQLite's primary result code of an error SQLite returned.
+fn sqlite_primary_code(error: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(database) = error else {
+        return None;
+    };
+    let sqlite = database.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    let code = sqlite.code()?.parse::<i32>().ok()?;
+    Some(code & 0xff)
 }

@@ -23,7 +23,7 @@ pub use deliveries::{
 };
 pub use error::StoreError;
 pub use plugins::{PluginRecord, PluginRecords};
-pub use postgres::{NOTIFY_CHANNEL, Notifications, PgStore};
+pub use postgres::{APPLICATION_NAME, NOTIFY_CHANNEL, Notifications, PgStore, Received};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{
     BatchCommit, DefinedSubscription, Park, ParkedEvent, ParkedSelection, ParkedSummary,
@@ -305,6 +305,27 @@ impl Store {
                 .map_err(|error| error.during("counting events held back")),
             Store::Sqlite(_) => Ok(0),
         }
+    }
+
+    /// Whether the server takes connections now, asked outside the pool (see
+    /// [`PgStore::probe`]); always on SQLite.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(store) => store.probe().await,
+            Store::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// How many stored events of `filter` come after `after` (the lag of a subscription at
+    /// that checkpoint).
+    pub async fn count_after(&self, after: Checkpoint, filter: &Filter) -> Result<u64, StoreError> {
+        match self {
+            Store::Postgres(store) => postgres::count_after(store.pool(), after, filter).await,
+            Store::Sqlite(store) => {
+                sqlite::count_after(store.pool(), after.position(), filter).await
+            }
+        }
+        .map_err(|error| error.during("counting events"))
     }
 
     /// The limits this store enforces on appended input.

@@ -21,8 +21,26 @@ use super::{
 };
 use eventhost_domain::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
 
+/// How long [`PgStore::probe`] waits for a connection.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `application_name` of the store's connections, unless the URL sets one.
+pub const APPLICATION_NAME: &str = "eventhost";
+
 /// The channel `eventhost.append()` notifies on commit; the daemon listens on it.
 pub const NOTIFY_CHANNEL: &str = "eventhost";
+
+/// What [`Notifications::recv`] heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Another process notified.
+    Notification,
+    /// The listening connection was lost: notifications sent from now until
+    /// [`Received::Listening`] are lost. The next call connects again.
+    Disconnected,
+    /// Listening again on a new connection, after [`Received::Disconnected`] or an error.
+    Listening,
+}
 
 /// The store's notifications, on a connection of their own. A notification is only a hint
 /// that something may have changed: anyone who may connect can send one, so a receiver
@@ -31,29 +49,60 @@ pub const NOTIFY_CHANNEL: &str = "eventhost";
 /// ([`PgStore::appends`]). (Each carries the store's random mark; a role that copies it
 /// into notifications of its own only delays this process's wake-ups to its next poll.)
 pub struct Notifications {
-    listener: PgListener,
+    pool: PgPool,
+    /// `None` once the connection was lost, until the next call makes a new one.
+    listener: Option<PgListener>,
     own: String,
 }
 
 impl Notifications {
-    /// Waits for the next notification another process sent. An error means the
-    /// connection dropped: notifications sent meanwhile are lost, and the next call
-    /// reconnects.
-    pub async fn recv(&mut self) -> Result<(), StoreError> {
+    async fn listen(pool: &PgPool) -> Result<PgListener, StoreError> {
+        let listen = async {
+            let mut listener = PgListener::connect_with(pool).await?;
+            // A lost connection is reported, and made again by the next call, which then
+            // says when it listens again: notifications in between are lost, and the caller
+            // must look for itself.
+            listener.eager_reconnect(false);
+            listener.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        listen
+            .await
+            .map_err(|error| StoreError::from(error).during("listening for notifications"))
+    }
+
+    /// Waits for the next notification another process sent, or for the listening
+    /// connection to be lost, or (after that or an error) made again. An error means no
+    /// connection could be made, or the server ended the session; the next call connects
+    /// again.
+    pub async fn recv(&mut self) -> Result<Received, StoreError> {
+        let Some(listener) = &mut self.listener else {
+            self.listener = Some(Self::listen(&self.pool).await?);
+            return Ok(Received::Listening);
+        };
         loop {
-            let notification =
-                self.listener.recv().await.map_err(|error| {
-                    StoreError::from(error).during("listening for notifications")
-                })?;
-            if notification.payload() != self.own {
-                return Ok(());
+            match listener.try_recv().await {
+                Ok(Some(notification)) if notification.payload() != self.own => {
+                    return Ok(Received::Notification);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.listener = None;
+                    return Ok(Received::Disconnected);
+                }
+                Err(error) => {
+                    self.listener = None;
+                    return Err(StoreError::from(error).during("listening for notifications"));
+                }
             }
         }
     }
 
     /// Discards the notifications already received.
     pub fn drain(&mut self) {
-        while self.listener.next_buffered().is_some() {}
+        if let Some(listener) = &mut self.listener {
+            while listener.next_buffered().is_some() {}
+        }
     }
 }
 
@@ -158,6 +207,11 @@ impl PgStore {
             })?
             // The migrations' `IF NOT EXISTS` notices would reach the log on every start.
             .options([("client_min_messages", "warning")]);
+        // Named in `pg_stat_activity`, unless the URL names it otherwise.
+        let options = match options.get_application_name() {
+            Some(_) => options,
+            None => options.application_name(APPLICATION_NAME),
+        };
         let target = format!(
             "PostgreSQL at {}:{} (database {:?})",
             options.get_host(),
@@ -246,18 +300,30 @@ impl PgStore {
 
     /// Starts listening for the store's notifications.
     pub async fn notifications(&self) -> Result<Notifications, StoreError> {
-        let listen = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let listener = listen
-            .await
-            .map_err(|error| StoreError::from(error).during("listening for notifications"))?;
         Ok(Notifications {
-            listener,
+            pool: self.pool.clone(),
+            listener: Some(Notifications::listen(&self.pool).await?),
             own: self.notifier.mark().to_owned(),
         })
+    }
+
+    /// Connects once, outside the pool, within [`PROBE_TIMEOUT`]: whether the server takes
+    /// connections now, with the driver's cause when it does not (the pool would only time
+    /// out, after its acquire timeout).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let options = self.pool.connect_options();
+        let connect = async {
+            let connection = PgConnection::connect_with(&options).await?;
+            connection.close().await
+        };
+        let outcome = match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {PROBE_TIMEOUT:?}"),
+            ))),
+        };
+        outcome.map_err(|error| StoreError::from(error).during("connecting to PostgreSQL"))
     }
 
     /// Raises the control counter the daemons poll, in `tx`: an operator's request they

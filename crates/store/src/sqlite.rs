@@ -4,8 +4,10 @@
 //! take turns and position order is commit order: a subscription checkpoints on the
 //! position alone. The file's folder is created on first use.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -39,6 +41,33 @@ pub struct SqliteStore {
     /// Bumped after every commit that enqueues messages for sinks, and after every retry an
     /// operator asks for, so that a delivery worker in this process sends them at once.
     enqueued: Signal,
+    /// The database file as opened (none in memory): writes stop once the path no longer
+    /// names it.
+    file: Option<Arc<OpenedFile>>,
+}
+
+/// A database file by path and identity (device and inode).
+#[derive(Debug)]
+struct OpenedFile {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl OpenedFile {
+    fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+        let metadata = std::fs::metadata(path)?;
+        Ok((metadata.dev(), metadata.ino()))
+    }
+
+    /// Fails once `path` names another file, or none: the open one was deleted or replaced.
+    fn check(&self) -> Result<(), StoreError> {
+        match Self::identity(&self.path) {
+            Ok(identity) if identity == self.identity => Ok(()),
+            _ => Err(StoreError::FileGone {
+                path: self.path.display().to_string(),
+            }),
+        }
+    }
 }
 
 macro_rules! event_columns {
@@ -228,22 +257,56 @@ impl SqliteStore {
         // migration is one transaction, so a retry finds it applied and goes on.
         let mut attempt = 1;
         let pool = loop {
-            match open(&options, in_memory, &path).await {
+            let error = match open(&options, in_memory, &path).await {
                 Ok(pool) => break pool,
-                Err(error) if attempt < OPEN_ATTEMPTS => {
-                    tracing::debug!(%error, attempt, "opening the database failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
+                Err(error) => error,
+            };
+            if !in_memory && let Some(source) = read_only(&path) {
+                tracing::debug!(%error, "opening the database failed");
+                return Err(StoreError::ReadOnly {
+                    path: path.display().to_string(),
+                    source,
+                });
             }
+            if attempt >= OPEN_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::debug!(%error, attempt, "opening the database failed; trying again");
+            tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            attempt += 1;
+        };
+        let file = if in_memory {
+            None
+        } else {
+            let identity = OpenedFile::identity(&path).map_err(|source| StoreError::Connect {
+                target: format!("SQLite database {}", path.display()),
+                source: sqlx::Error::Io(source),
+            })?;
+            Some(Arc::new(OpenedFile { path, identity }))
         };
         Ok(Self {
             pool,
             limits,
             appended: Signal::new(),
             enqueued: Signal::new(),
+            file,
         })
+    }
+
+    /// Begins a write transaction (`BEGIN IMMEDIATE`: it takes the write lock at once, so
+    /// two writers never deadlock upgrading), unless the database file was deleted or
+    /// replaced since it was opened.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes the connections (SQLite has nothing pending after a commit).
@@ -282,6 +345,13 @@ async fn open(
     let pool = SqlitePoolOptions::new()
         // Each connection to `:memory:` would be a database of its own.
         .max_connections(if in_memory { 1 } else { 4 })
+        // SQLite ends a transaction itself when a statement in it fails for a full disk or an
+        // I/O error; sqlx then still counts it open (its `ROLLBACK` fails), and the connection
+        // could never begin another. The pool's test before each acquire (a ping, behind any
+        // rollback still queued) is followed by this check, which replaces such a connection.
+        .before_acquire(|connection, _| {
+            Box::pin(async move { Ok(!connection.is_in_transaction()) })
+        })
         .connect_with(options.clone())
         .await
         .map_err(|source| StoreError::Connect {
@@ -293,6 +363,40 @@ async fn open(
         return Err(error.into());
     }
     Ok(pool)
+}
+
+/// Why the database file, or its folder, cannot be written, if so: asked after opening
+/// failed, to say so rather than SQLite's `unable to open database file`. Opening the file
+/// for writing changes nothing in it; the folder is probed with a file made and removed.
+fn read_only(path: &Path) -> Option<std::io::Error> {
+    let denied = |error: &std::io::Error| {
+        matches!(
+            error.kind(),
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+        )
+    };
+    if path.exists()
+        && let Err(error) = std::fs::OpenOptions::new().write(true).open(path)
+        && denied(&error)
+    {
+        return Some(error);
+    }
+    let folder = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())?;
+    let probe = folder.join(format!(".eventhost-probe-{}", Uuid::new_v4().simple()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(error) if denied(&error) => Some(error),
+        Err(_) => None,
+    }
 }
 
 fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
@@ -438,7 +542,7 @@ impl EventStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<Appended, StoreError> {
         let prepared = prepare(stream, events, self.limits)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let appended = append_in(&mut tx, stream, expected, &prepared).await?;
         if !appended.duplicate {
             tx.commit().await?;
@@ -449,7 +553,7 @@ impl EventStore for SqliteStore {
 
     async fn append_all(&self, appends: &[PendingAppend]) -> Result<Vec<Appended>, StoreError> {
         let prepared = prepare_all(appends, self.limits)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut done = Vec::with_capacity(appends.len());
         for (index, (append, prepared)) in appends.iter().zip(&prepared).enumerate() {
             let appended = append_in(&mut tx, &append.stream, append.expected, prepared)

@@ -267,9 +267,11 @@ pub trait SubscriptionStore: Send + Sync {
     /// How many stored events match the subscription's filter after its checkpoint.
     fn lag(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Moves the checkpoint to just after `position` (0: the beginning), optionally
-    /// deleting the subscription's state, in one transaction that raises its revision (a
-    /// batch in flight will not commit). Parked events the subscription will now handle
+    /// Moves the checkpoint so that every event after `position` (0: the beginning) comes
+    /// again, in the subscription's order: just after `position`, or on PostgreSQL before
+    /// the first later-positioned event an older transaction wrote. Optionally deletes the
+    /// subscription's state, in one transaction that raises its revision (a batch in flight
+    /// will not commit); returns the subscription as the reset left it. Parked events the subscription will now handle
     /// again (after the new checkpoint), or all of them with the state, are dropped: a
     /// replay would apply them twice.
     fn reset(

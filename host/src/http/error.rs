@@ -102,7 +102,10 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Invalid(message) => Self::bad_request(message),
             StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
-            StoreError::Database { .. } | StoreError::Connect { .. } => {
+            StoreError::Database { .. }
+            | StoreError::Connect { .. }
+            | StoreError::FileGone { .. }
+            | StoreError::ReadOnly { .. } => {
                 warn!(error = %error, "HTTP request failed on the store");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

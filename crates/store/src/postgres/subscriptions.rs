@@ -182,7 +182,16 @@ impl PgStore {
     }
 
     /// The subscription-order checkpoint just after the event at `position`.
-    async fn checkpoint_at(&self, position: Position) -> Result<Checkpoint, StoreError> {
+    /// The checkpoint from which a subscription handles every event after `position` (0:
+    /// the beginning). Subscriptions read in commit order, `(order_tx, position)`, not in
+    /// position order: an event whose transaction began before the one at `position`, and
+    /// that took a later position, comes before it. So the checkpoint is the event at
+    /// `position`'s, unless such an event exists: then it is just before the first of them,
+    /// and the events after it that are at or before `position` are handled again too.
+    async fn checkpoint_before_all_after(
+        &self,
+        position: Position,
+    ) -> Result<Checkpoint, StoreError> {
         if position == 0 {
             return Ok(Checkpoint::ORIGIN);
         }
@@ -192,7 +201,25 @@ impl PgStore {
                 .fetch_optional(self.pool())
                 .await?;
         let tx = tx.ok_or_else(|| StoreError::NotFound(format!("event at position {position}")))?;
-        Ok(Checkpoint::new(parse_tx(&tx)?, position))
+        let at = Checkpoint::new(parse_tx(&tx)?, position);
+        // The events after `position` that come before it in commit order.
+        let earliest: Option<(String, i64)> = sqlx::query_as(
+            "SELECT order_tx::text, position FROM eventhost.events
+             WHERE position > $1 AND order_tx < $2::text::xid8
+             ORDER BY order_tx, position LIMIT 1",
+        )
+        .bind(sql_int(position, "position")?)
+        .bind(&tx)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((earliest_tx, earliest_position)) = earliest else {
+            return Ok(at);
+        };
+        let earliest_position = from_sql_int(earliest_position);
+        Ok(Checkpoint::new(
+            parse_tx(&earliest_tx)?,
+            earliest_position.saturating_sub(1),
+        ))
     }
 }
 
@@ -379,22 +406,25 @@ impl SubscriptionStore for PgStore {
         position: Position,
         clear_state: bool,
     ) -> Result<SubscriptionRecord, StoreError> {
-        let checkpoint = self.checkpoint_at(position).await?;
+        let checkpoint = self.checkpoint_before_all_after(position).await?;
         let mut tx = self.pool().begin().await?;
-        let updated = sqlx::query(
+        let updated = sqlx::query(concat!(
             "UPDATE eventhost.subscriptions
              SET checkpoint_tx = $2, checkpoint_position = $3, revision = revision + 1,
                  last_error = NULL, updated_at = now()
-             WHERE name = $1",
-        )
+             WHERE name = $1
+             RETURNING ",
+            subscription_columns!()
+        ))
         .bind(name)
         .bind(sql_int(checkpoint.tx(), "checkpoint")?)
         .bind(sql_int(checkpoint.position(), "checkpoint")?)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
+        let Some(updated) = updated else {
             return Err(StoreError::NotFound(format!("subscription {name:?}")));
-        }
+        };
+        let record = record_from_row(&updated)?;
         if clear_state {
             sqlx::query("DELETE FROM eventhost.state WHERE namespace = $1")
                 .bind(name)
@@ -419,9 +449,7 @@ impl SubscriptionStore for PgStore {
         PgStore::raise_control(&mut tx).await?;
         tx.commit().await?;
         self.notify().await;
-        self.select_subscription(name)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("subscription {name:?}")))
+        Ok(record)
     }
 
     async fn parked(&self, subscription: Option<&str>) -> Result<Vec<ParkedEvent>, StoreError> {

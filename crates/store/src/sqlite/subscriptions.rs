@@ -247,7 +247,7 @@ impl SubscriptionStore for SqliteStore {
         plugin: &str,
         definitions: &[SubscriptionDefinition],
     ) -> Result<Vec<DefinedSubscription>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut defined = Vec::with_capacity(definitions.len());
         for definition in definitions {
             defined.push(define_in(&mut tx, plugin, definition).await?);
@@ -281,7 +281,7 @@ impl SubscriptionStore for SqliteStore {
 
     async fn commit_batch(&self, commit: &BatchCommit) -> Result<(), StoreError> {
         commit.check_content()?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         self.commit_in(&mut tx, commit).await?;
         tx.commit().await?;
         if !commit.appends.is_empty() {
@@ -330,7 +330,7 @@ impl SubscriptionStore for SqliteStore {
         position: Position,
         clear_state: bool,
     ) -> Result<SubscriptionRecord, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE subscriptions
              SET checkpoint_position = ?2, revision = revision + 1, last_error = NULL,
@@ -388,7 +388,7 @@ impl SubscriptionStore for SqliteStore {
             )
             .bind(subscription),
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let marked = query.execute(&mut *tx).await?.rows_affected();
         if marked > 0 {
             raise_control(&mut tx).await?;
@@ -407,7 +407,7 @@ impl SubscriptionStore for SqliteStore {
         };
         const SELECTED: &str = "CASE WHEN ?1 IS NOT NULL THEN id = ?1
                                      ELSE ?2 IS NULL OR subscription = ?2 END";
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE subscriptions SET revision = revision + 1
              WHERE name IN (SELECT subscription FROM parked WHERE {SELECTED})"
