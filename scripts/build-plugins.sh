@@ -14,7 +14,7 @@ target=wasm32-wasip2
 examples=(order-totals shipping-policy counter)
 # Examples that need the daemon's configuration (sinks), kept out of the demo's folder.
 configured=(order-notifier)
-hostile=(loop spin describe-loop memory panic flood fs net http other-world fail-on fail-on-fixed versioned-a versioned-b versioned-c deliver)
+hostile=(loop spin describe-loop memory panic flood fs net http other-world fail-on fail-on-fixed versioned-a versioned-b versioned-c deliver fuzz)
 
 if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"

@@ -11,7 +11,7 @@
 //! applied again) or did not.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -61,11 +61,7 @@ impl Outages {
         if !error.is_unavailable() {
             return false;
         }
-        let mut since = self
-            .inner
-            .since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut since = self.since();
         if since.is_none() {
             *since = Some((Instant::now(), error.is_unwritable()));
             self.inner.down.store(true, Ordering::SeqCst);
@@ -81,11 +77,7 @@ impl Outages {
         if !self.inner.down.load(Ordering::SeqCst) {
             return false;
         }
-        let mut since = self
-            .inner
-            .since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut since = self.since();
         let Some((began, writes)) = *since else {
             return false;
         };
@@ -103,6 +95,13 @@ impl Outages {
             .over
             .send_modify(|count| *count = count.wrapping_add(1));
         true
+    }
+
+    fn since(&self) -> MutexGuard<'_, Option<(Instant, bool)>> {
+        self.inner
+            .since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Changes whenever an outage ends.

@@ -292,6 +292,24 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing (`fuzz/fuzz_targets/append_input.rs`): without correctly rounded
+    /// float parsing, a number sent as text came back one unit in the last place off once
+    /// the payload was encoded for the store and read again.
+    #[test]
+    fn a_payload_number_is_stored_as_the_nearest_float_and_reads_back_the_same() {
+        let text = r#"{"n": 6.666766666664667e+60, "m": 0.30000000000000004, "k": 1e-7}"#;
+        let payload: serde_json::Value = serde_json::from_str(text).unwrap();
+        let prepared = prepare(
+            &StreamId::new("a", "1"),
+            &[NewEvent::new("t", payload.clone())],
+            StoreLimits::default(),
+        )
+        .unwrap();
+        let read: serde_json::Value = serde_json::from_str(&prepared[0].payload).unwrap();
+        assert_eq!(read, payload);
+        assert_eq!(read["n"].as_f64(), Some(6.666766666664667e60));
+    }
+
     #[test]
     fn an_append_repeating_an_id_is_invalid() {
         let id = Uuid::now_v7();
