@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use daemon::{Daemon, Deployment};
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
-use eventhost_store::{self as store, EventStore, Store, SubscriptionStore};
+use eventhost_store::{self as store, EventStore, Store};
 use orders::{
     COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, wait_for_lag_zero,
 };
@@ -35,11 +35,7 @@ const TERMINATIONS: usize = 5;
 const DATABASE: &str = "eventhost_outage";
 
 async fn counted(store: &Store) -> u64 {
-    store
-        .state_get(COUNTER, "count")
-        .await
-        .expect("read the count")
-        .map_or(0, |text| text.parse().expect("an integer"))
+    support::count_state(store, COUNTER).await
 }
 
 /// How long one more event takes to be counted.

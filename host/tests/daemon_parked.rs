@@ -48,14 +48,7 @@ fn events_with_one_poison(poison: Uuid) -> String {
 }
 
 async fn count(store: &Store) -> u64 {
-    let value = store
-        .state_get(SUBSCRIPTION, "count")
-        .await
-        .expect("read the count");
-    value.map_or(0, |text| {
-        text.parse()
-            .unwrap_or_else(|_| panic!("count is not an integer: {text}"))
-    })
+    support::count_state(store, SUBSCRIPTION).await
 }
 
 /// Waits until the plugin has counted `expected` events, nothing is left to handle, and

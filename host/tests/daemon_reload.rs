@@ -159,14 +159,7 @@ async fn append_items_until(store: Store, stop: Arc<AtomicBool>) -> Vec<Uuid> {
 }
 
 async fn count(store: &Store) -> u64 {
-    let value = store
-        .state_get(SUBSCRIPTION, "count")
-        .await
-        .expect("read the count");
-    value.map_or(0, |text| {
-        text.parse()
-            .unwrap_or_else(|_| panic!("count is not an integer: {text}"))
-    })
+    support::count_state(store, SUBSCRIPTION).await
 }
 
 /// The tag of the release that committed the last batch.

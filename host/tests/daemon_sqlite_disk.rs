@@ -102,11 +102,7 @@ async fn append_one(store: &Store, n: usize, payload_bytes: usize) -> Result<(),
 }
 
 async fn counted(store: &Store) -> u64 {
-    store
-        .state_get("counter.all", "count")
-        .await
-        .expect("read the count")
-        .map_or(0, |text| text.parse().expect("an integer"))
+    support::count_state(store, "counter.all").await
 }
 
 async fn wait_counted(daemon: &mut Daemon, store: &Store, n: u64) {

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use eventhost_store::SubscriptionStore;
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub const DEFAULT_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/test";
@@ -150,4 +151,17 @@ pub async fn oldest_open_transaction(pool: &PgPool) -> String {
             "oldest open transaction: pid {pid} in {database:?}, open for {age:?}, running {query:?}"
         ),
     }
+}
+
+/// The `count` key of `subscription`'s state, as the counter plugins keep it: 0 before
+/// their first batch.
+pub async fn count_state(store: &impl SubscriptionStore, subscription: &str) -> u64 {
+    let value = store
+        .state_get(subscription, "count")
+        .await
+        .expect("read the count");
+    value.map_or(0, |text| {
+        text.parse()
+            .unwrap_or_else(|_| panic!("count is not an integer: {text}"))
+    })
 }

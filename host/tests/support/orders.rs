@@ -187,11 +187,7 @@ pub async fn assert_every_effect_once(store: &Store, orders: usize, appended: u6
     let orders: Vec<Order> = (0..orders).map(Order::nth).collect();
     let paid: Vec<&Order> = orders.iter().filter(|order| order.paid > 0).collect();
     let events = count_events(store).await;
-    let count: u64 = store
-        .state_get(COUNTER, "count")
-        .await
-        .expect("count")
-        .map_or(0, |text| text.parse().expect("an integer"));
+    let count = crate::support::count_state(store, COUNTER).await;
     let shipments = store
         .read_positions(Some("shipment"), 0, 10_000)
         .await
