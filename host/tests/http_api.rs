@@ -214,6 +214,18 @@ async fn bad_requests_get_one_json_error_and_write_nothing() {
             "event_type",
         ),
         (
+            api.post(stream, &json!([[{"event_type": "a"}]])).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "JSON object",
+        ),
+        (
+            api.post("/v1/subscriptions/counter.all/reset", &json!([])).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "JSON object",
+        ),
+        (
             api.post(stream, &json!({"events": []})).await,
             StatusCode::BAD_REQUEST,
             "invalid_input",

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use tracing::warn;
 
 use eventhost_store::StoreError;
@@ -158,14 +159,21 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// A JSON body, refused with [`ApiError`]s.
+/// A JSON object body, refused with [`ApiError`]s.
+///
+/// Every body the API takes is an object: an array is refused even where serde would read
+/// it as the object's fields in order (`[]` for an object whose fields all have defaults).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        let axum::Json(raw) = axum::Json::<Box<RawValue>>::from_request(request, state).await?;
+        if !raw.get().starts_with('{') {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(raw.get().as_bytes())?;
         Ok(Self(value))
     }
 }
