@@ -14,13 +14,13 @@ use eventhost_dispatch::plugins::{PluginsError, Registry, Watcher};
 use eventhost_dispatch::relay::Relays;
 use eventhost_dispatch::shutdown::{Shutdown, ShutdownTrigger};
 use eventhost_dispatch::{
-    BATCH_BYTES, DispatchConfig, Dispatchable, Dispatcher, HELD_BACK_WARNING, MAX_SUBSCRIPTIONS,
-    STATE_CACHE_BYTES,
+    BATCH_BYTES, DispatchConfig, Dispatchable, Dispatcher, HELD_BACK_WARNING, LEASE_TTL,
+    MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES,
 };
 use eventhost_runtime::{
     DEFAULT_CACHE_DIR, FileRules, GuestPool, Runtime, RuntimeConfig, RuntimeError,
 };
-use eventhost_store::{self as store, Store, StoreError};
+use eventhost_store::{self as store, DaemonLock, Store, StoreError};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -53,6 +53,8 @@ pub struct DaemonConfig {
     pub state_cache_bytes: usize,
     /// How long events may be held back by an open transaction before the log names it.
     pub held_back_warning: Duration,
+    /// How long a subscription lease lasts unless renewed (PostgreSQL).
+    pub lease_ttl: Duration,
     /// The configuration file's sinks and delivery settings.
     pub config: Config,
     /// Where to serve the HTTP API, if anywhere.
@@ -75,6 +77,7 @@ impl DaemonConfig {
             batch_bytes: BATCH_BYTES,
             state_cache_bytes: STATE_CACHE_BYTES,
             held_back_warning: HELD_BACK_WARNING,
+            lease_ttl: LEASE_TTL,
             config: Config::default(),
             http: None,
         }
@@ -88,6 +91,7 @@ impl DaemonConfig {
         config.batch_bytes = self.batch_bytes;
         config.state_cache_bytes = self.state_cache_bytes;
         config.held_back_warning = self.held_back_warning;
+        config.lease_ttl = self.lease_ttl;
         if let Some(poll) = self.poll_interval {
             config.poll_interval = poll.max(Duration::from_millis(1));
         }
@@ -154,6 +158,8 @@ pub struct Daemon {
     deliveries: Deliveries,
     http: Option<HttpServer>,
     store: Store,
+    /// SQLite: the database is this daemon's while it runs.
+    _lock: Option<DaemonLock>,
 }
 
 impl Daemon {
@@ -162,6 +168,10 @@ impl Daemon {
     /// as files change) stops at `shutdown`.
     pub async fn start(config: DaemonConfig, shutdown: Shutdown) -> Result<Self, DaemonError> {
         let store = store::connect(&config.database_url).await?;
+        let lock = match &store {
+            Store::Sqlite(sqlite) => sqlite.lock_for_daemon()?,
+            Store::Postgres(_) => None,
+        };
         let mut runtime_config = RuntimeConfig::daemon(&config.cache_dir);
         runtime_config.store_limits = store.limits();
         runtime_config.guests = Some(config.guests.clone());
@@ -214,6 +224,7 @@ impl Daemon {
             deliveries,
             http,
             store,
+            _lock: lock,
         })
     }
 

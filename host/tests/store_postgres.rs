@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId, Version};
 use eventhost_store::{
-    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, PgStore, StoreLimits,
-    SubscriptionDefinition, SubscriptionStore,
+    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Member, PgStore, StoreError,
+    StoreLimits, SubscriptionDefinition, SubscriptionStore,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::{PgDatabaseError, PgListener, PgPool, PgPoolOptions};
@@ -1117,4 +1117,206 @@ async fn an_application_role_appends_through_the_function_only() {
             .await
             .expect("drop the application role");
     }
+}
+
+/// A member for the lease tests: `pid` on a machine whose boot is `boot`.
+fn member(pid: u32, boot: &str) -> Member {
+    Member {
+        id: Uuid::now_v7(),
+        host: "test-host".to_owned(),
+        boot_id: Some(boot.to_owned()),
+        pid,
+        version: "test".to_owned(),
+    }
+}
+
+async fn define(store: &PgStore, names: &[&str]) {
+    let definitions: Vec<SubscriptionDefinition> = names
+        .iter()
+        .map(|name| SubscriptionDefinition {
+            name: (*name).to_owned(),
+            filter: Filter::default(),
+            start: Checkpoint::ORIGIN,
+        })
+        .collect();
+    store
+        .define_subscriptions("probe", &definitions)
+        .await
+        .expect("define the subscriptions");
+}
+
+/// A commit that only moves nothing, made under `lease` at `revision`.
+fn leased(name: &str, revision: u64, lease: &Member) -> BatchCommit {
+    let mut commit = BatchCommit::advance(name, revision, Checkpoint::ORIGIN, Checkpoint::ORIGIN);
+    commit.lease = Some(lease.id);
+    commit
+}
+
+/// Several daemons: a lease is taken by one member at a time; a take raises the epoch and
+/// the revision; a commit under a lease that expired, or that another member took, fails
+/// with `LeaseLost`, whatever revision it names.
+#[tokio::test]
+async fn a_commit_needs_an_unexpired_lease_of_its_own() {
+    let f = fixture().await;
+    let name = "probe.all";
+    define(&f.store, &[name]).await;
+    let ttl = Duration::from_secs(2);
+    let always = |_| true;
+    let (x, y) = (member(1, "boot"), member(2, "boot"));
+    for joining in [&x, &y] {
+        let renewal = f.store.renew_leases(joining, ttl, always).await.unwrap();
+        assert!(renewal.held.is_empty());
+    }
+    let wanted = [name.to_owned()];
+    let taken = f.store.acquire_leases(x.id, &wanted, 1, ttl).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].epoch, taken[0].revision), (1, 1));
+    assert!(
+        f.store
+            .acquire_leases(y.id, &wanted, 1, ttl)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held: nobody else takes it"
+    );
+    f.store
+        .commit_batch(&leased(name, 1, &x))
+        .await
+        .expect("the holder commits");
+    assert!(matches!(
+        f.store.commit_batch(&leased(name, 2, &y)).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let renewal = f.store.renew_leases(&x, ttl, always).await.unwrap();
+    assert_eq!(renewal.held, wanted);
+    assert_eq!(renewal.members, 2);
+
+    // Expired, even with nobody else taking it: the holder commits nothing more.
+    sleep(ttl + Duration::from_millis(200)).await;
+    assert!(matches!(
+        f.store.commit_batch(&leased(name, 2, &x)).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let taken = f.store.acquire_leases(y.id, &wanted, 1, ttl).await.unwrap();
+    assert_eq!((taken[0].epoch, taken[0].revision), (2, 3));
+    let record = f.store.subscription(name).await.unwrap().unwrap();
+    assert_eq!(record.owner, Some(y.id));
+    assert!(
+        f.store
+            .renew_leases(&x, ttl, always)
+            .await
+            .unwrap()
+            .held
+            .is_empty(),
+        "the old holder's renewal finds the lease gone"
+    );
+    for revision in [2, 3] {
+        assert!(matches!(
+            f.store.commit_batch(&leased(name, revision, &x)).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+    }
+    f.store
+        .commit_batch(&leased(name, 3, &y))
+        .await
+        .expect("the new holder commits");
+
+    // Released, it is anyone's at once; leaving releases everything and the membership.
+    f.store.release_leases(y.id, &wanted).await.unwrap();
+    assert_eq!(
+        f.store.subscription(name).await.unwrap().unwrap().owner,
+        None
+    );
+    let taken = f.store.acquire_leases(x.id, &wanted, 1, ttl).await.unwrap();
+    assert_eq!(taken[0].epoch, 3);
+    for renewing in [&x, &y] {
+        f.store.renew_leases(renewing, ttl, always).await.unwrap();
+    }
+    let daemons = f.store.daemons().await.unwrap();
+    assert_eq!(daemons.len(), 2);
+    assert_eq!(daemons[0].id, x.id);
+    assert_eq!(daemons[0].subscriptions, wanted);
+    f.store.leave(x.id).await.unwrap();
+    assert_eq!(
+        f.store.subscription(name).await.unwrap().unwrap().owner,
+        None
+    );
+    let daemons = f.store.daemons().await.unwrap();
+    assert_eq!(daemons.iter().map(|d| d.id).collect::<Vec<_>>(), [y.id]);
+}
+
+/// Takes are bounded and never overlap: two members taking at once from ten subscriptions,
+/// five each at most, get disjoint sets.
+#[tokio::test]
+async fn members_taking_at_once_get_disjoint_leases() {
+    let f = fixture().await;
+    let names: Vec<String> = (0..10).map(|i| format!("probe.s{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    define(&f.store, &refs).await;
+    let ttl = Duration::from_secs(30);
+    let (x, y) = (member(1, "boot"), member(2, "boot"));
+    let (a, b) = tokio::join!(
+        f.store.acquire_leases(x.id, &names, 5, ttl),
+        f.store.acquire_leases(y.id, &names, 5, ttl),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.len() <= 5 && b.len() <= 5);
+    let a: HashSet<String> = a.into_iter().map(|lease| lease.subscription).collect();
+    let b: HashSet<String> = b.into_iter().map(|lease| lease.subscription).collect();
+    assert!(a.is_disjoint(&b), "{a:?} {b:?}");
+    let rest = f.store.acquire_leases(x.id, &names, 10, ttl).await.unwrap();
+    assert_eq!(a.len() + b.len() + rest.len(), 10, "every one taken once");
+}
+
+/// A member that ran on this machine and whose process is gone frees its leases at the next
+/// renewal of a member on the same machine, not at their expiry; one on another machine, or
+/// whose process runs, keeps them.
+#[tokio::test]
+async fn a_gone_process_on_this_machine_frees_its_leases_at_once() {
+    let f = fixture().await;
+    let names = ["probe.a".to_owned(), "probe.b".to_owned()];
+    define(&f.store, &["probe.a", "probe.b"]).await;
+    let ttl = Duration::from_secs(60);
+    let (dead, elsewhere, me) = (
+        member(101, "boot"),
+        member(101, "other-boot"),
+        member(102, "boot"),
+    );
+    for (joining, name) in [(&dead, &names[0]), (&elsewhere, &names[1])] {
+        f.store.renew_leases(joining, ttl, |_| true).await.unwrap();
+        let taken = f
+            .store
+            .acquire_leases(joining.id, std::slice::from_ref(name), 1, ttl)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1);
+    }
+    let alive = f.store.renew_leases(&me, ttl, |_| true).await.unwrap();
+    assert!(alive.gone.is_empty());
+    assert!(
+        f.store
+            .acquire_leases(me.id, &names, 2, ttl)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let renewal = f
+        .store
+        .renew_leases(&me, ttl, |pid| pid != 101)
+        .await
+        .unwrap();
+    assert_eq!(
+        renewal.gone.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [dead.id]
+    );
+    assert_eq!(renewal.members, 2, "the gone member is no longer counted");
+    let taken = f.store.acquire_leases(me.id, &names, 2, ttl).await.unwrap();
+    assert_eq!(
+        taken
+            .iter()
+            .map(|lease| lease.subscription.as_str())
+            .collect::<Vec<_>>(),
+        ["probe.a"]
+    );
 }

@@ -12,6 +12,7 @@
 
 mod handler;
 mod held_back;
+mod leases;
 mod outage;
 pub mod plugins;
 mod progress;
@@ -36,10 +37,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use handler::Handler;
+pub use leases::LEASE_TTL;
 pub use reads::StoreReads;
 
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use held_back::HeldBack;
+use leases::Leases;
 use state_cache::{CachedReads, StateCache};
 use worker::{Resume, Worker};
 
@@ -68,6 +71,9 @@ pub struct DispatchConfig {
     /// How long events may be held back by an open transaction (PostgreSQL) before the
     /// daemon names it in its log (see `held_back`).
     pub held_back_warning: Duration,
+    /// How long a subscription lease lasts unless renewed (PostgreSQL, see `leases`): how
+    /// long a killed daemon's subscriptions wait for another daemon on another machine.
+    pub lease_ttl: Duration,
 }
 
 /// The default of [`DispatchConfig::batch_bytes`]: 16 MiB.
@@ -100,6 +106,7 @@ impl DispatchConfig {
             batch_bytes: BATCH_BYTES,
             state_cache_bytes: STATE_CACHE_BYTES,
             held_back_warning: HELD_BACK_WARNING,
+            lease_ttl: LEASE_TTL,
         }
     }
 }
@@ -203,6 +210,8 @@ pub struct Dispatcher {
     wakeups: wakeup::Wakeups,
     listener: ShutdownTrigger,
     plugins: HashMap<String, Installed>,
+    /// On PostgreSQL: which subscriptions this daemon runs, shared with other daemons.
+    leases: Option<Leases>,
 }
 
 impl Dispatcher {
@@ -211,7 +220,12 @@ impl Dispatcher {
         let (listener, listening) = ShutdownTrigger::new();
         let held_back = HeldBack::new(config.held_back_warning);
         let wakeups = wakeup::listen(&store, config.poll_interval, held_back, listening).await?;
+        let leases = match &store {
+            Store::Postgres(store) => Some(Leases::start(store.clone(), config.lease_ttl)),
+            Store::Sqlite(_) => None,
+        };
         Ok(Self {
+            leases,
             reads: Arc::new(StoreReads(store.clone())),
             store,
             config,
@@ -395,7 +409,12 @@ impl Dispatcher {
         }
     }
 
+    /// Records a subscription as stopped, where no lease says who runs it (a leased worker
+    /// records its own stop).
     async fn record_stopped(&self, subscription: &str) {
+        if self.leases.is_some() {
+            return;
+        }
         if let Err(error) = self
             .store
             .record_status(subscription, "stopped", None, None)
@@ -431,6 +450,9 @@ impl Dispatcher {
                 self.stop_workers(&plugin, installed).await;
             }
         }
+        if let Some(leases) = self.leases.take() {
+            leases.leave().await;
+        }
         self.listener.trigger();
     }
 
@@ -458,7 +480,7 @@ impl Dispatcher {
             slot: Arc::clone(slot),
             current: slot.load_full(),
             subscription: subscription.to_owned(),
-            name,
+            name: name.clone(),
             filter: filter.clone(),
             config: self.config,
             reads,
@@ -470,11 +492,17 @@ impl Dispatcher {
             prefetch: None,
             replay_checked: None,
             store_failures: 0,
+            owner: self.leases.as_ref().map(Leases::owner),
+            lease_lost: false,
+        };
+        let task = match &self.leases {
+            Some(leases) => tokio::spawn(leases::run_leased(worker, leases.holding(&name))),
+            None => tokio::spawn(worker.run()),
         };
         Running {
             filter,
             trigger,
-            task: tokio::spawn(worker.run()),
+            task,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
+use uuid::Uuid;
 
 use super::outage;
 use super::progress::Progress;
@@ -92,6 +93,10 @@ pub(crate) struct Worker {
     pub(crate) replay_checked: Option<Instant>,
     /// Store errors since the last step that went through.
     pub(crate) store_failures: u32,
+    /// The daemon whose lease every commit needs (PostgreSQL; see `leases`).
+    pub(crate) owner: Option<Uuid>,
+    /// A commit found the lease gone: this tenure is over.
+    pub(crate) lease_lost: bool,
 }
 
 /// Where a worker starts, and where it stopped: its checkpoint and the subscription's
@@ -152,8 +157,32 @@ enum Handled {
 impl Worker {
     /// Runs until shutdown; returns where it stopped.
     pub(crate) async fn run(mut self) -> Resume {
+        self.work().await;
+        self.resume()
+    }
+
+    /// Where the worker stands.
+    pub(crate) fn resume(&self) -> Resume {
+        Resume {
+            checkpoint: self.checkpoint,
+            revision: self.revision,
+        }
+    }
+
+    /// Starts again at `resume` (a new lease's): nothing kept from before holds.
+    pub(crate) fn restart_at(&mut self, resume: Resume) {
+        self.checkpoint = resume.checkpoint;
+        self.revision = resume.revision;
+        self.prefetch = None;
+        self.replay_checked = None;
+        self.lease_lost = false;
+        state_cache::lock(&self.cache).clear();
+    }
+
+    /// Works until shutdown, or until a commit finds the lease gone.
+    pub(crate) async fn work(&mut self) {
         let mut progress = Progress::new(self.config.progress_interval);
-        while !self.shutdown.is_requested() {
+        while !self.shutdown.is_requested() && !self.lease_lost {
             match self.step(&mut progress).await {
                 Ok(step) => {
                     self.store_failures = 0;
@@ -169,10 +198,6 @@ impl Worker {
             }
         }
         debug!(subscription = %self.name, "stopped");
-        Resume {
-            checkpoint: self.checkpoint,
-            revision: self.revision,
-        }
     }
 
     async fn step(&mut self, progress: &mut Progress) -> Result<Step, StoreError> {
@@ -328,6 +353,11 @@ impl Worker {
         // Whatever failed, the subscription may have changed unseen (or a commit whose
         // outcome is unknown may have landed): forget its state.
         state_cache::lock(&self.cache).clear();
+        if let StoreError::LeaseLost { .. } = error {
+            info!(subscription = %self.name, "this daemon's lease ended while a batch was in flight (it expired, or another daemon took it); its effects were dropped");
+            self.lease_lost = true;
+            return;
+        }
         if let StoreError::CheckpointMoved { .. } = error {
             info!(subscription = %self.name, "subscription changed while a batch was in flight (an operator's request or another daemon); its effects were dropped, resuming from what is stored");
         } else {
@@ -470,8 +500,8 @@ impl Worker {
             }
             None => return Ok(Attempt::Abandoned),
         };
-        let commit = commit_for(&self.name, self.revision, self.checkpoint, to, effects);
-        match self.store.commit_batch(&commit).await {
+        let mut commit = commit_for(&self.name, self.revision, self.checkpoint, to, effects);
+        match self.commit(&mut commit).await {
             Ok(()) => {
                 self.wakeups.outages.reached(true);
                 count_emitted(&commit);
@@ -523,7 +553,7 @@ impl Worker {
             error: failure.message,
             attempts,
         });
-        self.store.commit_batch(&commit).await?;
+        self.commit(&mut commit).await?;
         self.wakeups.outages.reached(true);
         self.revision += 1;
         metrics::counter!("eventhost_events_parked_total", "subscription" => self.name.clone())
@@ -546,7 +576,7 @@ impl Worker {
                     let mut commit =
                         commit_for(&self.name, revision, checkpoint, checkpoint, effects);
                     commit.replayed = Some(parked.id);
-                    match self.store.commit_batch(&commit).await {
+                    match self.commit(&mut commit).await {
                         Ok(()) => {
                             count_emitted(&commit);
                             state_cache::lock(&self.cache).apply(&commit.state);
@@ -574,9 +604,27 @@ impl Worker {
             error: failure.message,
             attempts: parked.attempts.saturating_add(1),
         });
-        self.store.commit_batch(&commit).await?;
+        self.commit(&mut commit).await?;
         self.revision += 1;
         Ok(())
+    }
+
+    /// Commits under this daemon's lease of the subscription, if it runs under one.
+    async fn commit(&self, commit: &mut BatchCommit) -> Result<(), StoreError> {
+        commit.lease = self.owner;
+        self.store.commit_batch(commit).await
+    }
+
+    /// Records the subscription as stopped, so `subscriptions list` does not show it running
+    /// when no daemon runs it.
+    pub(crate) async fn record_stopped(&self) {
+        if let Err(error) = self
+            .store
+            .record_status(&self.name, "stopped", None, None)
+            .await
+        {
+            warn!(subscription = %self.name, %error, "cannot record the stop");
+        }
     }
 
     async fn record_failure(&self, failure: Option<&Failure>) {
@@ -667,6 +715,7 @@ mod tests {
             batch_bytes: 16 << 20,
             state_cache_bytes: 0,
             held_back_warning: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(10),
         };
         let pauses: Vec<u128> = (1..=8)
             .map(|attempt| backoff(&config, attempt).as_millis())

@@ -167,6 +167,7 @@ impl Fixture {
             batch_bytes: 16 << 20,
             state_cache_bytes: eventhost_dispatch::STATE_CACHE_BYTES,
             held_back_warning: eventhost_dispatch::HELD_BACK_WARNING,
+            lease_ttl: eventhost_dispatch::LEASE_TTL,
         }
     }
 

@@ -40,6 +40,11 @@ pub enum StoreError {
     #[error("the checkpoint of subscription {subscription} moved while its batch was handled")]
     CheckpointMoved { subscription: String },
 
+    /// The batch's daemon no longer holds the subscription's lease (it expired, or another
+    /// daemon took it): the batch must be dropped and the daemon stop running it.
+    #[error("this daemon no longer holds the lease of subscription {subscription}")]
+    LeaseLost { subscription: String },
+
     #[error("{0} not found")]
     NotFound(String),
 
@@ -84,6 +89,18 @@ pub enum StoreError {
         "the SQLite database file {path} was deleted or replaced while it was open: nothing more is written to it (put it back, or restart to start a new database there)"
     )]
     FileGone { path: String },
+
+    #[error(
+        "another daemon runs on the SQLite database {database} ({holder}): SQLite takes one daemon; stop it first, or run several daemons on PostgreSQL"
+    )]
+    DaemonRunning { database: String, holder: String },
+
+    #[error("cannot take the daemon lock {path}")]
+    DaemonLock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -8,6 +8,7 @@
 
 mod deliveries;
 mod error;
+mod leases;
 mod plugins;
 mod postgres;
 mod sqlite;
@@ -22,9 +23,10 @@ pub use deliveries::{
     AttemptOutcome, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
 };
 pub use error::StoreError;
+pub use leases::{DaemonRecord, Lease, Member, Renewal};
 pub use plugins::{PluginRecord, PluginRecords};
 pub use postgres::{APPLICATION_NAME, NOTIFY_CHANNEL, Notifications, PgStore, Received};
-pub use sqlite::SqliteStore;
+pub use sqlite::{DaemonLock, SqliteStore};
 pub use subscriptions::{
     BatchCommit, DefinedSubscription, Park, ParkedEvent, ParkedSelection, ParkedSummary,
     PendingAppend, SubscriptionDefinition, SubscriptionRecord, SubscriptionStore,

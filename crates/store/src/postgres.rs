@@ -190,6 +190,7 @@ macro_rules! filtered_count_query {
 
 // Declared after the column macros, which it uses.
 mod deliveries;
+mod leases;
 mod notifier;
 #[cfg(test)]
 mod plan_tests;

@@ -224,6 +224,9 @@ pub(super) async fn count_after(
     Ok(from_sql_int(count))
 }
 
+pub use daemon_lock::DaemonLock;
+
+mod daemon_lock;
 mod deliveries;
 #[cfg(test)]
 mod plan_tests;
@@ -231,6 +234,11 @@ mod plan_tests;
 mod subscriptions;
 
 impl SqliteStore {
+    /// The database file, unless the database is in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_deref().map(|file| file.path.as_path())
+    }
+
     pub fn limits(&self) -> StoreLimits {
         self.limits
     }

@@ -37,6 +37,9 @@ pub struct SubscriptionRecord {
     /// `running`, `failing` (retrying a batch) or `stopped` (its plugin is gone).
     pub status: String,
     pub last_error: Option<String>,
+    /// The daemon that runs it (PostgreSQL): the holder of its unexpired lease, if any.
+    #[schema(value_type = Option<String>)]
+    pub owner: Option<Uuid>,
     /// The daemon's latest progress report (events/s, lag, estimated time left).
     #[schema(value_type = Option<Object>)]
     pub progress: Option<serde_json::Value>,
@@ -84,6 +87,9 @@ pub struct BatchCommit {
     pub park: Option<Park>,
     /// The parked event this commit resolves (a replay): it is deleted with the commit.
     pub replayed: Option<i64>,
+    /// The daemon whose lease the commit needs (PostgreSQL, several daemons): it fails with
+    /// [`StoreError::LeaseLost`] unless that daemon holds the subscription's unexpired lease.
+    pub lease: Option<Uuid>,
 }
 
 impl BatchCommit {
@@ -99,6 +105,7 @@ impl BatchCommit {
             messages: Vec::new(),
             park: None,
             replayed: None,
+            lease: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! 3 optimistic-concurrency conflict. Failures print one `error: ...` line on stderr.
 
 mod append;
+mod daemons;
 mod deliveries;
 mod parked;
 mod plugins;
@@ -74,6 +75,9 @@ enum Command {
     /// List the messages plugins asked to send to sinks; retry dead ones, skip others.
     #[command(subcommand)]
     Deliveries(deliveries::DeliveriesCommand),
+    /// List the daemons running on a PostgreSQL database and what each runs.
+    #[command(subcommand)]
+    Daemons(daemons::DaemonsCommand),
 }
 
 /// Runs the command line and turns its outcome into an exit code.
@@ -102,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subscriptions(command) => subscriptions::run(&cli.database_url, command).await,
         Command::Parked(command) => parked::run(&cli.database_url, command).await,
         Command::Deliveries(command) => deliveries::run(&cli.database_url, command).await,
+        Command::Daemons(command) => daemons::run(&cli.database_url, command).await,
         Command::State(args) => state::run(&cli.database_url, args).await,
         Command::Append(args) => append::run(&cli.database_url, args).await,
         Command::Read(args) => read::run(&cli.database_url, args).await,

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventhost_dispatch::{BATCH_BYTES, HELD_BACK_WARNING, MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES};
+use eventhost_dispatch::{
+    BATCH_BYTES, HELD_BACK_WARNING, LEASE_TTL, MAX_SUBSCRIPTIONS, STATE_CACHE_BYTES,
+};
 use eventhost_runtime::{DEFAULT_CACHE_DIR, FileRules, GuestPool};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -91,6 +93,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = HELD_BACK_WARNING.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     held_back_warning: u64,
 
+    /// Seconds a subscription lease lasts unless its daemon renews it (PostgreSQL, several
+    /// daemons): how long a killed daemon's subscriptions wait before another daemon on
+    /// another machine takes them. Renewed every third of it.
+    #[arg(long, value_name = "SECONDS", default_value_t = LEASE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_ttl: u64,
+
     /// Seconds between progress reports of a subscription that is catching up.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     progress_interval: u64,
@@ -123,6 +131,7 @@ pub async fn run(database_url: &str, args: RunArgs) -> anyhow::Result<ExitCode> 
     config.batch_bytes = args.max_batch_bytes;
     config.state_cache_bytes = args.state_cache_bytes;
     config.held_back_warning = Duration::from_secs(args.held_back_warning);
+    config.lease_ttl = Duration::from_secs(args.lease_ttl);
     // A dropped sender (the signal task ended) resolves the receiver too.
     daemon::run(
         config,

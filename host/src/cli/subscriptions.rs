@@ -15,7 +15,8 @@ use crate::operate;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SubscriptionsCommand {
-    /// Every subscription: name, plugin, position, lag (events), status, last error, progress.
+    /// Every subscription: name, plugin, position, lag (events), status, the daemon that runs
+    /// it (PostgreSQL), progress, last error.
     List {
         /// One JSON object per line instead of a table.
         #[arg(long)]
@@ -40,11 +41,15 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
     match command {
         SubscriptionsCommand::List { json } => {
             let subscriptions = operate::subscriptions(&store).await?;
+            let daemons = match &store {
+                store::Store::Postgres(store) => store.daemons().await?,
+                store::Store::Sqlite(_) => Vec::new(),
+            };
             if !json {
                 writeln!(
                     out,
-                    "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} LAST ERROR",
-                    "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "PROGRESS"
+                    "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} {:<24} LAST ERROR",
+                    "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "OWNER", "PROGRESS"
                 )?;
             }
             for view in subscriptions {
@@ -59,14 +64,23 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
                         (None, Some(error)) => error.clone(),
                         (None, None) => "-".to_owned(),
                     };
+                    let owner = match subscription.owner {
+                        None => "-".to_owned(),
+                        Some(owner) => daemons
+                            .iter()
+                            .find(|daemon| daemon.id == owner)
+                            .map(|daemon| format!("{} pid {}", daemon.host, daemon.pid))
+                            .unwrap_or_else(|| owner.to_string()),
+                    };
                     writeln!(
                         out,
-                        "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} {remark}",
+                        "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} {:<24} {remark}",
                         subscription.name,
                         subscription.plugin,
                         view.position,
                         view.lag,
                         subscription.status,
+                        owner,
                         progress_summary(subscription.progress.as_ref()),
                     )?;
                 }

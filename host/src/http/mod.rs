@@ -314,6 +314,7 @@ fn api_routes() -> OpenApiRouter<Api> {
         .routes(routes!(operate::retry_all))
         .routes(routes!(operate::retry_one))
         .routes(routes!(operate::skip_delivery))
+        .routes(routes!(operate::daemons))
 }
 
 fn router(api: Api, settings: &HttpSettings) -> Router {

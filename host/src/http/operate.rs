@@ -1,5 +1,5 @@
 //! Operating the daemon: subscriptions (list, reset, state), parked events (list, replay,
-//! skip), plugins, deliveries (list, retry, skip). Each route calls the same function of
+//! skip), plugins, deliveries (list, retry, skip), daemons. Each route calls the same function of
 //! `crate::operate` as its command, so the two never disagree.
 
 use axum::Json;
@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use eventhost_store::{
-    Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore, ParkedEvent,
-    ParkedSelection, PluginRecord, PluginRecords, SubscriptionStore,
+    DaemonRecord, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
+    ParkedEvent, ParkedSelection, PluginRecord, PluginRecords, Store, SubscriptionStore,
 };
 
 use super::Api;
@@ -35,6 +35,27 @@ pub async fn subscriptions(
 ) -> Result<Json<Subscriptions>, ApiError> {
     let subscriptions = operate::subscriptions(&api.store).await?;
     Ok(Json(Subscriptions { subscriptions }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Daemons {
+    daemons: Vec<DaemonRecord>,
+}
+
+/// The daemons running on this database and the subscriptions each runs (PostgreSQL; empty
+/// on SQLite, which runs this daemon alone).
+#[utoipa::path(get, path = "/v1/daemons", tag = "operate",
+    responses((status = 200, description = "Every live daemon, oldest first", body = Daemons)),
+    security(("token" = ["read"])))]
+pub async fn daemons(
+    _: Granted<ReadScope>,
+    State(api): State<Api>,
+) -> Result<Json<Daemons>, ApiError> {
+    let daemons = match &api.store {
+        Store::Postgres(store) => store.daemons().await?,
+        Store::Sqlite(_) => Vec::new(),
+    };
+    Ok(Json(Daemons { daemons }))
 }
 
 /// The body of a reset.

@@ -17,7 +17,8 @@ use eventhost_domain::{Event, Position};
 macro_rules! subscription_columns {
     () => {
         "name, plugin, aggregate_types, event_types, checkpoint_tx, checkpoint_position, \
-         revision, status, last_error, progress, updated_at"
+         revision, status, last_error, progress, updated_at, \
+         CASE WHEN lease_expires_at > now() THEN owner END AS owner"
     };
 }
 
@@ -36,6 +37,7 @@ fn record_from_row(row: &PgRow) -> Result<SubscriptionRecord, StoreError> {
         revision: from_sql_int(row.try_get("revision")?),
         status: row.try_get("status")?,
         last_error: row.try_get("last_error")?,
+        owner: row.try_get("owner")?,
         progress: row
             .try_get::<Option<Json<serde_json::Value>>, _>("progress")?
             .map(|json| json.0),
@@ -101,7 +103,8 @@ impl PgStore {
              SET checkpoint_tx = $2, checkpoint_position = $3, revision = revision + 1,
                  status = 'running', last_error = NULL, updated_at = now()
              WHERE name = $1 AND checkpoint_tx = $4 AND checkpoint_position = $5
-               AND revision = $6",
+               AND revision = $6
+               AND ($7::uuid IS NULL OR (owner = $7 AND lease_expires_at > now()))",
         )
         .bind(&commit.subscription)
         .bind(sql_int(commit.to.tx(), "checkpoint")?)
@@ -109,9 +112,26 @@ impl PgStore {
         .bind(sql_int(commit.from.tx(), "checkpoint")?)
         .bind(sql_int(commit.from.position(), "checkpoint")?)
         .bind(sql_int(commit.revision, "revision")?)
+        .bind(commit.lease)
         .execute(&mut **tx)
         .await?;
         if moved.rows_affected() != 1 {
+            if let Some(owner) = commit.lease {
+                let held = sqlx::query_scalar::<_, Option<bool>>(
+                    "SELECT owner IS NOT DISTINCT FROM $2 AND lease_expires_at > now()
+                     FROM eventhost.subscriptions WHERE name = $1",
+                )
+                .bind(&commit.subscription)
+                .bind(owner)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten();
+                if held != Some(true) {
+                    return Err(StoreError::LeaseLost {
+                        subscription: commit.subscription.clone(),
+                    });
+                }
+            }
             return Err(StoreError::CheckpointMoved {
                 subscription: commit.subscription.clone(),
             });

@@ -35,6 +35,7 @@ fn record_from_row(row: &SqliteRow) -> Result<SubscriptionRecord, StoreError> {
         revision: from_sql_int(row.try_get("revision")?),
         status: row.try_get("status")?,
         last_error: row.try_get("last_error")?,
+        owner: None,
         progress: progress
             .as_deref()
             .map(|text| parse_json(text, "progress"))
