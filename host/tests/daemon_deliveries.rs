@@ -737,3 +737,100 @@ async fn a_receiver_that_answers_garbage_leaves_a_dead_message_with_the_reason()
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
     daemon.stop().await;
 }
+
+/// Two daemons on one PostgreSQL database with the same sink: one sends while the other
+/// waits, so no message is sent twice and each key keeps its order; killed, the sender's
+/// sink moves to the other daemon, which sends what comes next.
+#[tokio::test]
+async fn two_daemons_with_one_sink_send_each_message_once_and_hand_over_when_one_dies() {
+    let database = TestDatabase::postgres().await;
+    let receiver = Receiver::start().await;
+    // A slow receiver: each key's messages take longer than a daemon's poll to send, so the
+    // waiting daemon's worker looks while messages are pending.
+    receiver.default_reply(Reply::Slow(Duration::from_millis(60)));
+    let mut deployment = deployment(&database, r#""hooks""#);
+    let config = deployment.config(&hooks_sink(&receiver));
+    let mut first = deployment.start(&["--config", &config]);
+    let second = deployment.start(&["--config", &config]);
+    let (keys, per_key) = (4, 25);
+    let unique = || {
+        receiver
+            .accepted()
+            .iter()
+            .map(|r| id_of(r).to_owned())
+            .collect::<HashSet<String>>()
+            .len()
+    };
+    append(&deployment, &keyed_events(keys, per_key, &["hooks"])).await;
+    wait_for(&mut first, "every message accepted", || async {
+        match unique() {
+            done if done == keys * per_key => Ok(()),
+            done => Err(format!("{done} of {}", keys * per_key)),
+        }
+    })
+    .await;
+    assert_eq!(
+        receiver.accepted().len(),
+        keys * per_key,
+        "no message sent twice while both daemons run"
+    );
+    let waiting = "another daemon delivers this sink";
+    let (mut sender, mut other) = if first.log().contains(waiting) {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    other
+        .wait_for_log(waiting, 1, Duration::from_secs(10))
+        .await;
+
+    // Killed once every send is recorded, the sender leaves nothing to send again.
+    wait_for(
+        &mut other,
+        "every message recorded as delivered",
+        || async {
+            let delivered = deployment
+                .cli_ok(&["deliveries", "list", "--status", "delivered", "--json"])
+                .await
+                .json_lines()
+                .len();
+            match delivered {
+                done if done == keys * per_key => Ok(()),
+                done => Err(format!("{done} recorded")),
+            }
+        },
+    )
+    .await;
+    sender.assert_running();
+    sender.kill9();
+    let next: Vec<(String, Value)> = (0..per_key)
+        .flat_map(|n| {
+            (0..keys).map(move |k| {
+                let key = format!("w{k}");
+                let body = json!({"key": key, "n": n}).to_string();
+                (key, json!({"sink": "hooks", "body": body}))
+            })
+        })
+        .collect();
+    append(&deployment, &next).await;
+    wait_for(&mut other, "every message accepted", || async {
+        match unique() {
+            done if done == 2 * keys * per_key => Ok(()),
+            done => Err(format!("{done} of {}", 2 * keys * per_key)),
+        }
+    })
+    .await;
+    other
+        .wait_for_log("this daemon delivers the sink", 1, Duration::from_secs(10))
+        .await;
+    let accepted = receiver.accepted();
+    let by_key = first_copies(accepted.iter().map(|r| (id_of(r), r.body.as_slice())));
+    assert_eq!(by_key.len(), 2 * keys);
+    in_order(&by_key, per_key);
+    assert_eq!(
+        accepted.len(),
+        2 * keys * per_key,
+        "no copies: the kill came between waves"
+    );
+    other.stop().await;
+}

@@ -19,12 +19,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::breaker::Breaker;
 use super::config::{DeliveryPolicy, Sink};
 use super::send::{Failure, Sender};
-use eventhost_store::{AttemptOutcome, Delivery, DeliveryStore, Store, StoreError};
+use eventhost_store::{AttemptOutcome, Delivery, DeliveryStore, SinkLock, Store, StoreError};
 
 /// The most pending messages one round reads. A round ends when its slowest lane does, and
 /// its reads and writes are fixed costs: the larger the round, the less they weigh.
@@ -42,6 +42,17 @@ pub(crate) struct SinkWorker {
     store: Store,
     poll: Duration,
     stop: CancellationToken,
+    /// On PostgreSQL: the sink's lock, without which this daemon sends nothing (another
+    /// daemon on the database sends the sink's messages meanwhile).
+    lock: Option<SinkLock>,
+}
+
+/// Whether this worker may send: whether it holds its sink, where that needs a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Sending,
+    Waiting,
+    Unknown,
 }
 
 /// What a round leaves for the next one.
@@ -73,16 +84,55 @@ impl SinkWorker {
                 sink.delivery.breaker_failures,
                 sink.delivery.breaker_cooldown,
             ),
+            lock: match &store {
+                Store::Postgres(postgres) => Some(SinkLock::new(postgres.clone(), &sink.name)),
+                Store::Sqlite(_) => None,
+            },
             store,
             poll,
             stop,
         })
     }
 
-    pub(crate) async fn run(self) {
+    /// Takes or checks the sink's lock; says so when that changes.
+    async fn turn(&mut self, previous: Turn) -> Turn {
+        let Some(lock) = &mut self.lock else {
+            return Turn::Sending;
+        };
+        let turn = match lock.hold().await {
+            Ok(true) => Turn::Sending,
+            Ok(false) => Turn::Waiting,
+            Err(error) => {
+                if previous != Turn::Unknown {
+                    warn!(sink = %self.name, %error, "cannot take or check the sink's lock; sending nothing until it is held again");
+                }
+                Turn::Unknown
+            }
+        };
+        match (previous, turn) {
+            (Turn::Sending, Turn::Sending) | (Turn::Waiting, Turn::Waiting) => {}
+            (_, Turn::Sending) => info!(sink = %self.name, "this daemon delivers the sink"),
+            (_, Turn::Waiting) => {
+                info!(sink = %self.name, "another daemon delivers this sink: waiting for it to stop")
+            }
+            (_, Turn::Unknown) => {}
+        }
+        turn
+    }
+
+    pub(crate) async fn run(mut self) {
         let mut enqueues = self.store.enqueues();
         let mut failing = false;
+        let mut turn = Turn::Unknown;
         while !self.stop.is_cancelled() {
+            turn = self.turn(turn).await;
+            if turn != Turn::Sending {
+                tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    () = tokio::time::sleep(self.poll) => {}
+                }
+                continue;
+            }
             let wake = match self.round().await {
                 Ok(Round::Again) => {
                     failing = false;

@@ -25,7 +25,7 @@ pub use deliveries::{
 pub use error::StoreError;
 pub use leases::{DaemonRecord, Lease, Member, Renewal};
 pub use plugins::{PluginRecord, PluginRecords};
-pub use postgres::{APPLICATION_NAME, NOTIFY_CHANNEL, Notifications, PgStore, Received};
+pub use postgres::{APPLICATION_NAME, NOTIFY_CHANNEL, Notifications, PgStore, Received, SinkLock};
 pub use sqlite::{DaemonLock, SqliteStore};
 pub use subscriptions::{
     BatchCommit, DefinedSubscription, Park, ParkedEvent, ParkedSelection, ParkedSummary,

@@ -194,9 +194,11 @@ mod leases;
 mod notifier;
 #[cfg(test)]
 mod plan_tests;
+mod sink_lock;
 mod subscriptions;
 
 use notifier::Notifier;
+pub use sink_lock::SinkLock;
 
 impl PgStore {
     /// Connects, creates the schema if needed and runs pending migrations.
