@@ -1255,6 +1255,9 @@ async fn members_taking_at_once_get_disjoint_leases() {
     define(&f.store, &refs).await;
     let ttl = Duration::from_secs(30);
     let (x, y) = (member(1, "boot"), member(2, "boot"));
+    for joining in [&x, &y] {
+        f.store.renew_leases(joining, ttl, |_| true).await.unwrap();
+    }
     let (a, b) = tokio::join!(
         f.store.acquire_leases(x.id, &names, 5, ttl),
         f.store.acquire_leases(y.id, &names, 5, ttl),
@@ -1318,5 +1321,47 @@ async fn a_gone_process_on_this_machine_frees_its_leases_at_once() {
             .map(|lease| lease.subscription.as_str())
             .collect::<Vec<_>>(),
         ["probe.a"]
+    );
+}
+
+/// A lease row edited by hand is never a lease nobody can take: one held by an owner that is
+/// no live member, or running longer than any daemon takes one for, is free.
+#[tokio::test]
+async fn a_lease_edited_by_hand_is_free_for_live_members() {
+    let f = fixture().await;
+    let name = "probe.all";
+    define(&f.store, &[name]).await;
+    let wanted = [name.to_owned()];
+    let ttl = Duration::from_secs(60);
+    let (x, y) = (member(1, "boot"), member(2, "other-boot"));
+    for joining in [&x, &y] {
+        f.store.renew_leases(joining, ttl, |_| true).await.unwrap();
+    }
+    sqlx::query(
+        "UPDATE eventhost.subscriptions
+         SET owner = gen_random_uuid(), lease_expires_at = now() + interval '1 minute'",
+    )
+    .execute(&f.app)
+    .await
+    .unwrap();
+    let taken = f.store.acquire_leases(x.id, &wanted, 1, ttl).await.unwrap();
+    assert_eq!(taken.len(), 1, "an owner that is no member holds nothing");
+
+    sqlx::query(
+        "UPDATE eventhost.subscriptions SET owner = $1, lease_expires_at = now() + interval '10 years'",
+    )
+    .bind(y.id)
+    .execute(&f.app)
+    .await
+    .unwrap();
+    let taken = f.store.acquire_leases(x.id, &wanted, 1, ttl).await.unwrap();
+    assert_eq!(taken.len(), 1, "a lease of ten years was never a daemon's");
+    assert!(
+        f.store
+            .acquire_leases(y.id, &wanted, 1, ttl)
+            .await
+            .unwrap()
+            .is_empty(),
+        "taken, it is x's"
     );
 }

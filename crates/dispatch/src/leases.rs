@@ -332,10 +332,22 @@ async fn balance(shared: &Shared, renewal: Renewal) {
     for peer in &renewal.gone {
         info!(daemon = %peer.id, pid = peer.pid, "a daemon on this machine is gone: its leases are free now");
     }
-    let (free, room) = {
+    let (free, room, strays) = {
         let mut entries = shared.entries();
         let held: std::collections::HashSet<&str> =
             renewal.held.iter().map(String::as_str).collect();
+        // Leases the database says this daemon holds and it never took (a row edited by
+        // hand): nobody would run them, so they go back.
+        let strays: Vec<String> = renewal
+            .held
+            .iter()
+            .filter(|name| {
+                entries
+                    .get(name.as_str())
+                    .is_none_or(|entry| entry.hold == Hold::Free)
+            })
+            .cloned()
+            .collect();
         for (name, entry) in entries.iter_mut() {
             if entry.hold != Hold::Free && !held.contains(name.as_str()) {
                 info!(subscription = %name, "lease lost (it expired, or another daemon took it): stopping the subscription here");
@@ -360,8 +372,14 @@ async fn balance(shared: &Shared, renewal: Renewal) {
             .filter(|(_, entry)| entry.hold == Hold::Free && !entry.running)
             .map(|(name, _)| name.clone())
             .collect();
-        (free, fair.saturating_sub(kept + releasing))
+        (free, fair.saturating_sub(kept + releasing), strays)
     };
+    if !strays.is_empty() {
+        warn!(subscriptions = ?strays, "releasing leases this daemon holds but never took (edited by hand?)");
+        if let Err(error) = shared.store.release_leases(shared.member.id, &strays).await {
+            warn!(%error, "cannot release them: they expire on their own");
+        }
+    }
     if free.is_empty() || room == 0 {
         return;
     }

@@ -10,6 +10,19 @@ use super::PgStore;
 use crate::leases::{DaemonRecord, Lease, Member, Renewal};
 use crate::{Checkpoint, StoreError, from_sql_int};
 
+/// Whether the lease of subscription row `s` is free: never held, released, expired, running
+/// longer than any daemon takes a lease for (`--lease-ttl` is at most 3600 s: such a lease
+/// was edited by hand, or the server's clock was set back), or held by an owner that is no
+/// live member (a row edited by hand; a daemon renews its membership with its leases).
+macro_rules! free_lease {
+    () => {
+        "(s.lease_expires_at IS NULL OR s.lease_expires_at <= now()
+          OR s.lease_expires_at > now() + make_interval(secs => 3600)
+          OR NOT EXISTS (SELECT 1 FROM eventhost.daemons d
+                         WHERE d.id = s.owner AND d.expires_at > now()))"
+    };
+}
+
 impl PgStore {
     /// Joins or stays a member for `ttl` more, frees the leases of peers that ran on this
     /// machine and whose process `is_alive` says is gone, and renews the leases this daemon
@@ -111,21 +124,24 @@ impl PgStore {
         if wanted.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "UPDATE eventhost.subscriptions
+        let rows = sqlx::query(concat!(
+            "UPDATE eventhost.subscriptions s
              SET owner = $1, epoch = epoch + 1, revision = revision + 1,
                  lease_expires_at = now() + make_interval(secs => $4), status = 'running',
                  updated_at = now()
              WHERE name IN (
-                     SELECT name FROM eventhost.subscriptions
-                     WHERE name = ANY($2)
-                       AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+                     SELECT name FROM eventhost.subscriptions s
+                     WHERE name = ANY($2) AND ",
+            free_lease!(),
+            "
                      ORDER BY random()
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED)
-               AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+               AND ",
+            free_lease!(),
+            "
              RETURNING name, epoch, checkpoint_tx, checkpoint_position, revision",
-        )
+        ))
         .bind(owner)
         .bind(wanted)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
