@@ -462,3 +462,39 @@ fn clock_ticks() -> Result<f64> {
     let output = Command::new("getconf").arg("CLK_TCK").output()?;
     Ok(String::from_utf8(output.stdout)?.trim().parse()?)
 }
+
+/// The `eventhost` binary under test: `given`, or release/eventhost in the cargo target
+/// directory.
+pub fn release_binary(given: Option<&Path>) -> Result<PathBuf> {
+    let binary = match given {
+        Some(path) => path.to_path_buf(),
+        None => target_dir()?.join("release/eventhost"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "no eventhost binary at {} (cargo build --release -p eventhost)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// A plugins folder in `dir` holding the example plugins `names`, copied from `dist` (the
+/// workspace's `dist/` unless given).
+pub fn plugins_folder(dir: &Path, dist: Option<&Path>, names: &[&str]) -> Result<PathBuf> {
+    let dist = dist
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"));
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    for plugin in names {
+        let source = dist.join(format!("plugins/{plugin}.wasm"));
+        std::fs::copy(&source, plugins.join(format!("{plugin}.wasm"))).with_context(|| {
+            format!(
+                "cannot copy {} (bash scripts/build-plugins.sh)",
+                source.display()
+            )
+        })?;
+    }
+    Ok(plugins)
+}

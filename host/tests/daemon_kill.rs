@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use daemon::{Deployment, TestDatabase};
 use eventhost_store::{self as store, Store, SubscriptionStore};
 use orders::{
-    COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, wait_for_lag_zero,
+    COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, install_example_plugins,
+    wait_for_lag_zero,
 };
 use rand::Rng;
 
@@ -78,13 +79,7 @@ async fn every_effect_lands_exactly_once_across_random_sigkills(database: TestDa
         .await
         .expect("connect to the test database");
     let mut deployment = Deployment::new(database.url());
-    for (plugin, batch_size) in [("counter", 7), ("order-totals", 5), ("shipping-policy", 3)] {
-        deployment.install(&format!("plugins/{plugin}.wasm"), &format!("{plugin}.wasm"));
-        deployment.sidecar(
-            &format!("{plugin}.wasm"),
-            &format!("batch_size = {batch_size}\n"),
-        );
-    }
+    install_example_plugins(&deployment);
 
     let appending = tokio::spawn(append_orders(store.clone(), ORDERS, APPEND_PACE, false));
     let stats = kill_repeatedly(&mut deployment, &store, &appending).await;

@@ -20,7 +20,8 @@ use api::ApiClient;
 use daemon::{Daemon, Deployment, TestDatabase};
 use eventhost_store as store;
 use orders::{
-    COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, wait_for_lag_zero,
+    COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, install_example_plugins,
+    wait_for_lag_zero,
 };
 use rand::Rng;
 use serde_json::Value;
@@ -91,13 +92,7 @@ async fn daemons_share_the_subscriptions_and_take_over_from_killed_and_paused_on
         .await
         .expect("connect to the test database");
     let mut deployment = Deployment::new(database.url());
-    for (plugin, batch_size) in [("counter", 7), ("order-totals", 5), ("shipping-policy", 3)] {
-        deployment.install(&format!("plugins/{plugin}.wasm"), &format!("{plugin}.wasm"));
-        deployment.sidecar(
-            &format!("{plugin}.wasm"),
-            &format!("batch_size = {batch_size}\n"),
-        );
-    }
+    install_example_plugins(&deployment);
     let lease = ["--lease-ttl", LEASE_TTL];
     let appending = tokio::spawn(append_orders(store.clone(), ORDERS, APPEND_PACE, false));
 
@@ -127,6 +122,28 @@ async fn daemons_share_the_subscriptions_and_take_over_from_killed_and_paused_on
     for pid in [first_pid, second_pid] {
         assert!(listed.stdout.contains(&pid.to_string()), "{listed}");
     }
+    // Each tells the other what it runs: the same three plugins, in the same versions.
+    second
+        .wait_until("both daemons list their plugins", SETTLE, || async {
+            let members = deployment
+                .cli_ok(&["daemons", "list", "--json"])
+                .await
+                .json_lines();
+            let counts: Vec<usize> = members
+                .iter()
+                .map(|member| {
+                    member["plugins"]
+                        .as_object()
+                        .map_or(0, |plugins| plugins.len())
+                })
+                .collect();
+            if counts == [3, 3] && members[0]["plugins"] == members[1]["plugins"] {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        })
+        .await;
     let api = ApiClient::new(&second.api().await);
     let daemons = api.get("/v1/daemons").await.body["daemons"].clone();
     let runs: usize = daemons
@@ -254,13 +271,7 @@ async fn three_daemons_under_thirty_random_kills_apply_every_effect_once() {
         .await
         .expect("connect to the test database");
     let mut deployment = Deployment::new(database.url());
-    for (plugin, batch_size) in [("counter", 7), ("order-totals", 5), ("shipping-policy", 3)] {
-        deployment.install(&format!("plugins/{plugin}.wasm"), &format!("{plugin}.wasm"));
-        deployment.sidecar(
-            &format!("{plugin}.wasm"),
-            &format!("batch_size = {batch_size}\n"),
-        );
-    }
+    install_example_plugins(&deployment);
     let lease = ["--lease-ttl", LEASE_TTL];
     let appending = tokio::spawn(append_orders(store.clone(), ORDERS, APPEND_PACE, false));
     let mut daemons: Vec<Daemon> = (0..3).map(|_| deployment.start(&lease)).collect();

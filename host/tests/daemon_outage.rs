@@ -21,7 +21,8 @@ use daemon::{Daemon, Deployment};
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_store::{self as store, EventStore, Store};
 use orders::{
-    COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, wait_for_lag_zero,
+    COUNTER, SHIPMENTS, TOTALS, append_orders, assert_every_effect_once, install_example_plugins,
+    wait_for_lag_zero,
 };
 use private_pg::PrivatePostgres;
 use serde_json::json;
@@ -76,13 +77,7 @@ async fn restarts_a_long_stop_and_terminated_sessions_lose_nothing_and_apply_not
         .await
         .expect("connect to the private server");
     let mut deployment = Deployment::new(&url);
-    for (plugin, batch_size) in [("counter", 7), ("order-totals", 5), ("shipping-policy", 3)] {
-        deployment.install(&format!("plugins/{plugin}.wasm"), &format!("{plugin}.wasm"));
-        deployment.sidecar(
-            &format!("{plugin}.wasm"),
-            &format!("batch_size = {batch_size}\n"),
-        );
-    }
+    install_example_plugins(&deployment);
     // A fallback poll too slow to matter: only notifications, retries and the outages' ends
     // bring events in quickly.
     let mut daemon = deployment.start_polling_every(60_000, &[]);

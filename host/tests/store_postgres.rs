@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId, Version};
 use eventhost_store::{
-    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Member, PgStore, StoreError,
+    BatchCommit, BatchEntry, Checkpoint, EventStore, Filter, Member, PgStore, Plugins, StoreError,
     StoreLimits, SubscriptionDefinition, SubscriptionStore,
 };
 use serde_json::{Value, json};
@@ -1164,7 +1164,11 @@ async fn a_commit_needs_an_unexpired_lease_of_its_own() {
     let always = |_| true;
     let (x, y) = (member(1, "boot"), member(2, "boot"));
     for joining in [&x, &y] {
-        let renewal = f.store.renew_leases(joining, ttl, always).await.unwrap();
+        let renewal = f
+            .store
+            .renew_leases(joining, &Plugins::new(), ttl, always)
+            .await
+            .unwrap();
         assert!(renewal.held.is_empty());
     }
     let wanted = [name.to_owned()];
@@ -1187,7 +1191,11 @@ async fn a_commit_needs_an_unexpired_lease_of_its_own() {
         f.store.commit_batch(&leased(name, 2, &y)).await,
         Err(StoreError::LeaseLost { .. })
     ));
-    let renewal = f.store.renew_leases(&x, ttl, always).await.unwrap();
+    let renewal = f
+        .store
+        .renew_leases(&x, &Plugins::new(), ttl, always)
+        .await
+        .unwrap();
     assert_eq!(renewal.held, wanted);
     assert_eq!(renewal.members, 2);
 
@@ -1203,7 +1211,7 @@ async fn a_commit_needs_an_unexpired_lease_of_its_own() {
     assert_eq!(record.owner, Some(y.id));
     assert!(
         f.store
-            .renew_leases(&x, ttl, always)
+            .renew_leases(&x, &Plugins::new(), ttl, always)
             .await
             .unwrap()
             .held
@@ -1230,7 +1238,10 @@ async fn a_commit_needs_an_unexpired_lease_of_its_own() {
     let taken = f.store.acquire_leases(x.id, &wanted, 1, ttl).await.unwrap();
     assert_eq!(taken[0].epoch, 3);
     for renewing in [&x, &y] {
-        f.store.renew_leases(renewing, ttl, always).await.unwrap();
+        f.store
+            .renew_leases(renewing, &Plugins::new(), ttl, always)
+            .await
+            .unwrap();
     }
     let daemons = f.store.daemons().await.unwrap();
     assert_eq!(daemons.len(), 2);
@@ -1256,7 +1267,10 @@ async fn members_taking_at_once_get_disjoint_leases() {
     let ttl = Duration::from_secs(30);
     let (x, y) = (member(1, "boot"), member(2, "boot"));
     for joining in [&x, &y] {
-        f.store.renew_leases(joining, ttl, |_| true).await.unwrap();
+        f.store
+            .renew_leases(joining, &Plugins::new(), ttl, |_| true)
+            .await
+            .unwrap();
     }
     let (a, b) = tokio::join!(
         f.store.acquire_leases(x.id, &names, 5, ttl),
@@ -1286,7 +1300,10 @@ async fn a_gone_process_on_this_machine_frees_its_leases_at_once() {
         member(102, "boot"),
     );
     for (joining, name) in [(&dead, &names[0]), (&elsewhere, &names[1])] {
-        f.store.renew_leases(joining, ttl, |_| true).await.unwrap();
+        f.store
+            .renew_leases(joining, &Plugins::new(), ttl, |_| true)
+            .await
+            .unwrap();
         let taken = f
             .store
             .acquire_leases(joining.id, std::slice::from_ref(name), 1, ttl)
@@ -1294,7 +1311,11 @@ async fn a_gone_process_on_this_machine_frees_its_leases_at_once() {
             .unwrap();
         assert_eq!(taken.len(), 1);
     }
-    let alive = f.store.renew_leases(&me, ttl, |_| true).await.unwrap();
+    let alive = f
+        .store
+        .renew_leases(&me, &Plugins::new(), ttl, |_| true)
+        .await
+        .unwrap();
     assert!(alive.gone.is_empty());
     assert!(
         f.store
@@ -1306,7 +1327,7 @@ async fn a_gone_process_on_this_machine_frees_its_leases_at_once() {
 
     let renewal = f
         .store
-        .renew_leases(&me, ttl, |pid| pid != 101)
+        .renew_leases(&me, &Plugins::new(), ttl, |pid| pid != 101)
         .await
         .unwrap();
     assert_eq!(
@@ -1335,7 +1356,10 @@ async fn a_lease_edited_by_hand_is_free_for_live_members() {
     let ttl = Duration::from_secs(60);
     let (x, y) = (member(1, "boot"), member(2, "other-boot"));
     for joining in [&x, &y] {
-        f.store.renew_leases(joining, ttl, |_| true).await.unwrap();
+        f.store
+            .renew_leases(joining, &Plugins::new(), ttl, |_| true)
+            .await
+            .unwrap();
     }
     sqlx::query(
         "UPDATE eventhost.subscriptions
@@ -1364,4 +1388,32 @@ async fn a_lease_edited_by_hand_is_free_for_live_members() {
             .is_empty(),
         "taken, it is x's"
     );
+}
+
+/// A renewal writes what the daemon runs and tells it what its peers run; `daemons` lists it.
+#[tokio::test]
+async fn members_see_the_plugins_their_peers_run() {
+    let f = fixture().await;
+    let ttl = Duration::from_secs(60);
+    let (x, y) = (member(1, "boot"), member(2, "boot"));
+    let runs = |label: &str| -> Plugins {
+        [("order-totals".to_owned(), label.to_owned())]
+            .into_iter()
+            .collect()
+    };
+    f.store
+        .renew_leases(&x, &runs("0.1.0 #aaaa"), ttl, |_| true)
+        .await
+        .unwrap();
+    let renewal = f
+        .store
+        .renew_leases(&y, &runs("0.2.0 #bbbb"), ttl, |_| true)
+        .await
+        .unwrap();
+    assert_eq!(renewal.members, 2);
+    assert_eq!(renewal.peers.len(), 1);
+    assert_eq!(renewal.peers[0].id, x.id);
+    assert_eq!(renewal.peers[0].plugins, runs("0.1.0 #aaaa"));
+    let daemons = f.store.daemons().await.unwrap();
+    assert_eq!(daemons[1].plugins, runs("0.2.0 #bbbb"));
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use eventhost_bench::{BenchDatabase, Daemon, TempDir, cells, header, target_dir, thousands};
+use eventhost_bench::{
+    BenchDatabase, Daemon, TempDir, cells, header, plugins_folder, release_binary, thousands,
+};
 use std::str::FromStr;
 
 use eventhost_store::{APPLICATION_NAME, PgStore, StoreLimits, SubscriptionStore};
@@ -92,32 +94,9 @@ struct Sample {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let dist = args
-        .dist
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"));
-    let binary = match &args.eventhost {
-        Some(path) => path.clone(),
-        None => target_dir()?.join("release/eventhost"),
-    };
-    if !binary.is_file() {
-        bail!(
-            "no eventhost binary at {} (cargo build --release -p eventhost)",
-            binary.display()
-        );
-    }
+    let binary = release_binary(args.eventhost.as_deref())?;
     let temp = TempDir::new("soak")?;
-    let plugins = temp.0.join("plugins");
-    std::fs::create_dir_all(&plugins)?;
-    for plugin in PLUGINS {
-        let source = dist.join(format!("plugins/{plugin}.wasm"));
-        std::fs::copy(&source, plugins.join(format!("{plugin}.wasm"))).with_context(|| {
-            format!(
-                "cannot copy {} (bash scripts/build-plugins.sh)",
-                source.display()
-            )
-        })?;
-    }
+    let plugins = plugins_folder(&temp.0, args.dist.as_deref(), &PLUGINS)?;
     let database = BenchDatabase::create(&args.database_url).await?;
     let outcome = soak(&args, &binary, &database.url, &temp.0, &plugins).await;
     database.drop_it().await?;

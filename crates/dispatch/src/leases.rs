@@ -15,12 +15,14 @@
 //! sooner, as soon as its process is gone ([`process_alive`]), so a restarted daemon resumes
 //! at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use eventhost_domain::retry::jittered_backoff;
-use eventhost_store::{Member, PgStore, Renewal, StoreError};
+use eventhost_runtime::PluginInfo;
+use eventhost_store::{Member, Peer, PgStore, Plugins, Renewal, StoreError, host_name};
+use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -64,6 +66,8 @@ struct Shared {
     ttl: Duration,
     entries: Mutex<HashMap<String, Entry>>,
     registrations: Mutex<u64>,
+    /// What this daemon runs, as its peers see it ([`plugin_label`]).
+    plugins: Mutex<Plugins>,
     wake: Notify,
 }
 
@@ -98,6 +102,7 @@ impl Leases {
             ttl,
             entries: Mutex::new(HashMap::new()),
             registrations: Mutex::new(0),
+            plugins: Mutex::new(Plugins::new()),
             wake: Notify::new(),
         });
         let (stop, stopping) = ShutdownTrigger::new();
@@ -112,6 +117,24 @@ impl Leases {
     /// This daemon's id, which its commits name.
     pub(crate) fn owner(&self) -> Uuid {
         self.shared.member.id
+    }
+
+    /// Tells the peers (at the next renewal) that this daemon runs `info`'s version.
+    pub(crate) fn plugin_installed(&self, info: &PluginInfo) {
+        self.shared
+            .plugins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(info.name.clone(), plugin_label(info));
+    }
+
+    /// Tells the peers (at the next renewal) that this daemon no longer runs `plugin`.
+    pub(crate) fn plugin_removed(&self, plugin: &str) {
+        self.shared
+            .plugins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(plugin);
     }
 
     /// Registers the worker of subscription `name` (durable name): the keeper will try to
@@ -177,11 +200,17 @@ impl Holding {
             if let Tenure::Held { epoch, resume } = tenure
                 && epoch > self.last_epoch
             {
-                self.last_epoch = epoch;
-                if let Some(entry) = self.own_entry(&mut self.shared.entries()) {
+                // Taken under the keeper's lock, so that the keeper never hands back, as idle,
+                // a tenure that starts.
+                let mut entries = self.shared.entries();
+                if let Some(entry) = self.own_entry(&mut entries)
+                    && entry.hold == Hold::Held
+                {
                     entry.running = true;
+                    drop(entries);
+                    self.last_epoch = epoch;
+                    return Some(resume);
                 }
-                return Some(resume);
             }
             tokio::select! {
                 changed = self.tenure.changed() => {
@@ -293,11 +322,18 @@ async fn keep(shared: Arc<Shared>, mut stop: Shutdown) {
     // at least then plus the TTL, by the database's clock.
     let mut renewed: Option<Instant> = None;
     let mut failing = false;
+    // Differences with peers already told, so that each is told once.
+    let mut told = HashSet::new();
     while !stop.is_requested() {
         let sent = Instant::now();
+        let plugins = shared
+            .plugins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         match shared
             .store
-            .renew_leases(&shared.member, shared.ttl, process_alive)
+            .renew_leases(&shared.member, &plugins, shared.ttl, process_alive)
             .await
         {
             Ok(renewal) => {
@@ -306,6 +342,15 @@ async fn keep(shared: Arc<Shared>, mut stop: Shutdown) {
                     failing = false;
                 }
                 renewed = Some(sent);
+                for difference in differences(&plugins, &renewal.peers) {
+                    if told.insert(difference.clone()) {
+                        warn!(
+                            plugin = %difference.plugin, here = %difference.here,
+                            peer = %difference.peer, peer_runs = %difference.theirs,
+                            "another daemon runs another version of this plugin: deploy the same file to every daemon (a subscription whose filter differs restarts from its start whenever either version is installed)"
+                        );
+                    }
+                }
                 balance(&shared, renewal).await;
             }
             Err(error) => {
@@ -332,7 +377,7 @@ async fn balance(shared: &Shared, renewal: Renewal) {
     for peer in &renewal.gone {
         info!(daemon = %peer.id, pid = peer.pid, "a daemon on this machine is gone: its leases are free now");
     }
-    let (free, room, strays) = {
+    let (free, room, strays, idle) = {
         let mut entries = shared.entries();
         let held: std::collections::HashSet<&str> =
             renewal.held.iter().map(String::as_str).collect();
@@ -358,22 +403,35 @@ async fn balance(shared: &Shared, renewal: Renewal) {
         let fair = entries.len().div_ceil(renewal.members.max(1) as usize);
         let count = |hold: Hold| entries.values().filter(|entry| entry.hold == hold).count();
         let (kept, releasing) = (count(Hold::Held), count(Hold::Releasing));
+        let mut idle = Vec::new();
         for (name, entry) in entries
             .iter_mut()
             .filter(|(_, entry)| entry.hold == Hold::Held)
             .take(kept.saturating_sub(fair))
         {
             info!(subscription = %name, members = renewal.members, "handing the subscription over to balance the daemons");
-            entry.hold = Hold::Releasing;
             entry.tenure.send_replace(Tenure::Free);
+            if entry.running {
+                // Released once its worker has stopped (`Holding::stopped`).
+                entry.hold = Hold::Releasing;
+            } else {
+                // Its worker never picked the tenure up: nothing runs, release it now.
+                entry.hold = Hold::Free;
+                idle.push(name.clone());
+            }
         }
         let free: Vec<String> = entries
             .iter()
             .filter(|(_, entry)| entry.hold == Hold::Free && !entry.running)
             .map(|(name, _)| name.clone())
             .collect();
-        (free, fair.saturating_sub(kept + releasing), strays)
+        (free, fair.saturating_sub(kept + releasing), strays, idle)
     };
+    if !idle.is_empty()
+        && let Err(error) = shared.store.release_leases(shared.member.id, &idle).await
+    {
+        warn!(%error, "cannot release the leases handed over: they expire on their own");
+    }
     if !strays.is_empty() {
         warn!(subscriptions = ?strays, "releasing leases this daemon holds but never took (edited by hand?)");
         if let Err(error) = shared.store.release_leases(shared.member.id, &strays).await {
@@ -436,14 +494,43 @@ fn end_all(shared: &Shared, error: &StoreError) {
     }
 }
 
-/// The machine's host name.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
+/// How peers tell versions of a plugin apart: its declared version and a fingerprint of
+/// its subscriptions (names, filters, batch sizes, start), which is what two daemons must
+/// agree on.
+fn plugin_label(info: &PluginInfo) -> String {
+    let described = serde_json::to_vec(&info.subscriptions).unwrap_or_default();
+    let digest = format!("{:x}", Sha256::digest(described));
+    format!("{} #{}", info.version, &digest[..8])
+}
+
+/// A plugin that this daemon and a peer both run, in different versions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Difference {
+    plugin: String,
+    here: String,
+    /// `<host> pid <pid> (<id>)`.
+    peer: String,
+    theirs: String,
+}
+
+/// The plugins `mine` that a peer runs in another version.
+fn differences(mine: &Plugins, peers: &[Peer]) -> Vec<Difference> {
+    let mut found = Vec::new();
+    for peer in peers {
+        for (plugin, here) in mine {
+            if let Some(theirs) = peer.plugins.get(plugin)
+                && theirs != here
+            {
+                found.push(Difference {
+                    plugin: plugin.clone(),
+                    here: here.clone(),
+                    peer: format!("{} pid {} ({})", peer.host, peer.pid, peer.id),
+                    theirs: theirs.clone(),
+                });
+            }
+        }
+    }
+    found
 }
 
 /// The machine's boot (Linux); `None` where it cannot be told, and then no peer is ever
@@ -458,4 +545,61 @@ fn boot_id() -> Option<String> {
 /// Whether process `pid` of this machine runs (Linux's `/proc`, which `boot_id` needs too).
 fn process_alive(pid: u32) -> bool {
     std::path::Path::new("/proc").join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugins(entries: &[(&str, &str)]) -> Plugins {
+        entries
+            .iter()
+            .map(|(name, label)| ((*name).to_owned(), (*label).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_plugin_both_run_in_another_version_is_a_difference() {
+        let mine = plugins(&[("counter", "0.1.0 #aaaa"), ("totals", "0.2.0 #bbbb")]);
+        let peers = [
+            Peer {
+                id: Uuid::nil(),
+                host: "a".into(),
+                pid: 1,
+                plugins: plugins(&[("counter", "0.1.0 #aaaa"), ("other", "1.0.0 #cccc")]),
+            },
+            Peer {
+                id: Uuid::nil(),
+                host: "b".into(),
+                pid: 2,
+                plugins: plugins(&[("totals", "0.2.0 #dddd")]),
+            },
+        ];
+        let found = differences(&mine, &peers);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].plugin.as_str(), found[0].theirs.as_str()),
+            ("totals", "0.2.0 #dddd")
+        );
+        assert!(found[0].peer.starts_with("b pid 2"));
+    }
+
+    #[test]
+    fn a_label_changes_with_the_subscriptions_not_only_the_version() {
+        let mut info = PluginInfo {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            subscriptions: vec![eventhost_runtime::SubscriptionSpec {
+                name: "all".into(),
+                aggregate_types: vec![],
+                event_types: vec![],
+                batch_size: 100,
+                start_from: eventhost_runtime::StartFrom::Beginning,
+            }],
+        };
+        let before = plugin_label(&info);
+        assert!(before.starts_with("1.0.0 #"));
+        info.subscriptions[0].event_types = vec!["order.paid".into()];
+        assert_ne!(plugin_label(&info), before);
+    }
 }

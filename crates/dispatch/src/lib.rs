@@ -270,6 +270,9 @@ impl Dispatcher {
                 workers: HashMap::new(),
             },
         };
+        if let Some(leases) = &self.leases {
+            leases.plugin_installed(&info);
+        }
         self.start_defined(&info, &mut installed, defined);
         self.stop_dropped(&info, &mut installed).await;
         self.plugins.insert(info.name.clone(), installed);
@@ -392,6 +395,9 @@ impl Dispatcher {
     pub async fn remove(&mut self, plugin: &str) {
         if let Some(installed) = self.plugins.remove(plugin) {
             self.stop_workers(plugin, installed).await;
+            if let Some(leases) = &self.leases {
+                leases.plugin_removed(plugin);
+            }
             info!(plugin, "plugin removed");
         }
     }

@@ -5,6 +5,8 @@
 //! runs a subscription only while it holds the subscription's lease. Every time is the
 //! database's (`now()`): the daemons' own clocks may disagree, jump or stop.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -48,6 +50,20 @@ pub struct Renewal {
     /// Members that ran on this machine under a process id that `is_alive` said is gone:
     /// their leases were freed at once instead of at their expiry.
     pub gone: Vec<Member>,
+    /// The other live members and the plugins each runs.
+    pub peers: Vec<Peer>,
+}
+
+/// Plugin name to `<version> #<fingerprint>` (see `dispatch::leases`).
+pub type Plugins = BTreeMap<String, String>;
+
+/// Another live member, as one renewal saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: Uuid,
+    pub host: String,
+    pub pid: u32,
+    pub plugins: Plugins,
 }
 
 /// A live daemon and what it holds, for `eventhost daemons list`.
@@ -63,4 +79,17 @@ pub struct DaemonRecord {
     pub expires_at: DateTime<Utc>,
     /// The subscriptions whose unexpired leases it holds, by name.
     pub subscriptions: Vec<String>,
+    /// The plugins it runs: name to `<version> #<fingerprint of its subscriptions>`.
+    #[schema(value_type = Object)]
+    pub plugins: Plugins,
+}
+
+/// The machine's host name, as daemons name themselves to each other and in lock files.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -23,7 +23,7 @@ pub use deliveries::{
     AttemptOutcome, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
 };
 pub use error::StoreError;
-pub use leases::{DaemonRecord, Lease, Member, Renewal};
+pub use leases::{DaemonRecord, Lease, Member, Peer, Plugins, Renewal, host_name};
 pub use plugins::{PluginRecord, PluginRecords};
 pub use postgres::{APPLICATION_NAME, NOTIFY_CHANNEL, Notifications, PgStore, Received, SinkLock};
 pub use sqlite::{DaemonLock, SqliteStore};

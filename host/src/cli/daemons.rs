@@ -10,7 +10,8 @@ use eventhost_store::{self as store, Store};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DaemonsCommand {
-    /// Every live daemon: id, host, process id, version, when it started, what it runs.
+    /// Every live daemon: id, host, process id, version, when it started, the subscriptions
+    /// it runs, and its plugins with their versions.
     List {
         /// One JSON object per line instead of a table.
         #[arg(long)]
@@ -32,7 +33,7 @@ pub async fn run(database_url: &str, command: DaemonsCommand) -> anyhow::Result<
             if !json {
                 writeln!(
                     out,
-                    "{:<36} {:<20} {:>8} {:<10} {:<20} SUBSCRIPTIONS",
+                    "{:<36} {:<20} {:>8} {:<10} {:<20} SUBSCRIPTIONS / PLUGINS",
                     "ID", "HOST", "PID", "VERSION", "STARTED"
                 )?;
             }
@@ -50,9 +51,15 @@ pub async fn run(database_url: &str, command: DaemonsCommand) -> anyhow::Result<
                             daemon.subscriptions.join(", ")
                         )
                     };
+                    let plugins = daemon
+                        .plugins
+                        .iter()
+                        .map(|(name, label)| format!("{name} {label}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     writeln!(
                         out,
-                        "{:<36} {:<20} {:>8} {:<10} {:<20} {runs}",
+                        "{:<36} {:<20} {:>8} {:<10} {:<20} {runs} / {plugins}",
                         daemon.id,
                         daemon.host,
                         daemon.pid,

@@ -12,11 +12,23 @@ use eventhost_store::{EventStore, Store, SubscriptionStore};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Deployment};
 
 pub const COUNTER: &str = "counter.all";
 pub const TOTALS: &str = "order-totals.totals";
 pub const SHIPMENTS: &str = "shipping-policy.shipments";
+
+/// Installs the example plugins the script runs through (counter, order-totals,
+/// shipping-policy) with small batch sizes (sidecars), so that they make many commits.
+pub fn install_example_plugins(deployment: &Deployment) {
+    for (plugin, batch_size) in [("counter", 7), ("order-totals", 5), ("shipping-policy", 3)] {
+        deployment.install(&format!("plugins/{plugin}.wasm"), &format!("{plugin}.wasm"));
+        deployment.sidecar(
+            &format!("{plugin}.wasm"),
+            &format!("batch_size = {batch_size}\n"),
+        );
+    }
+}
 
 /// Order `n` of the script: what is appended, and what order-totals must make of it.
 pub struct Order {

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use sqlx::Row;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::leases::{DaemonRecord, Lease, Member, Renewal};
+use crate::leases::{DaemonRecord, Lease, Member, Peer, Plugins, Renewal};
 use crate::{Checkpoint, StoreError, from_sql_int};
 
 /// Whether the lease of subscription row `s` is free: never held, released, expired, running
@@ -24,20 +25,29 @@ macro_rules! free_lease {
 }
 
 impl PgStore {
-    /// Joins or stays a member for `ttl` more, frees the leases of peers that ran on this
-    /// machine and whose process `is_alive` says is gone, and renews the leases this daemon
-    /// still holds: those that expired meanwhile are not renewed, whoever holds them now.
+    /// Joins or stays a member for `ttl` more, running `plugins`; frees the leases of peers
+    /// that ran on this machine and whose process `is_alive` says is gone, and renews the
+    /// leases this daemon still holds: those that expired meanwhile are not renewed, whoever
+    /// holds them now.
     pub async fn renew_leases(
         &self,
         member: &Member,
+        plugins: &Plugins,
         ttl: Duration,
         is_alive: impl Fn(u32) -> bool,
     ) -> Result<Renewal, StoreError> {
         let mut tx = self.pool().begin().await?;
+        // A peer frozen inside a transaction (a paused process) holds its row locks until the
+        // server ends its session: never wait for them longer than this, and skip them where
+        // another pass will do.
+        sqlx::query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
-            "INSERT INTO eventhost.daemons (id, host, boot_id, pid, version, expires_at)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
-             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            "INSERT INTO eventhost.daemons (id, host, boot_id, pid, version, expires_at, plugins)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7)
+             ON CONFLICT (id) DO UPDATE
+                 SET expires_at = excluded.expires_at, plugins = excluded.plugins",
         )
         .bind(member.id)
         .bind(&member.host)
@@ -45,6 +55,7 @@ impl PgStore {
         .bind(i64::from(member.pid))
         .bind(&member.version)
         .bind(ttl.as_secs_f64())
+        .bind(Json(plugins))
         .execute(&mut *tx)
         .await?;
         let mut gone = Vec::new();
@@ -74,20 +85,30 @@ impl PgStore {
                 let ids: Vec<Uuid> = gone.iter().map(|peer| peer.id).collect();
                 sqlx::query(
                     "UPDATE eventhost.subscriptions SET lease_expires_at = now()
-                     WHERE owner = ANY($1) AND lease_expires_at > now()",
+                     WHERE name IN (SELECT name FROM eventhost.subscriptions
+                                    WHERE owner = ANY($1) AND lease_expires_at > now()
+                                    FOR UPDATE SKIP LOCKED)",
                 )
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM eventhost.daemons WHERE id = ANY($1)")
-                    .bind(&ids)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "DELETE FROM eventhost.daemons
+                     WHERE id IN (SELECT id FROM eventhost.daemons WHERE id = ANY($1)
+                                  FOR UPDATE SKIP LOCKED)",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
             }
         }
-        sqlx::query("DELETE FROM eventhost.daemons WHERE expires_at <= now()")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM eventhost.daemons
+             WHERE id IN (SELECT id FROM eventhost.daemons WHERE expires_at <= now()
+                          FOR UPDATE SKIP LOCKED)",
+        )
+        .execute(&mut *tx)
+        .await?;
         let held = sqlx::query_scalar(
             "UPDATE eventhost.subscriptions
              SET lease_expires_at = now() + make_interval(secs => $2)
@@ -98,15 +119,30 @@ impl PgStore {
         .bind(ttl.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
-        let members: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM eventhost.daemons WHERE expires_at > now()")
-                .fetch_one(&mut *tx)
-                .await?;
+        let peers = sqlx::query(
+            "SELECT id, host, pid, plugins FROM eventhost.daemons
+             WHERE id <> $1 AND expires_at > now()
+             ORDER BY started_at, id",
+        )
+        .bind(member.id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Peer {
+                id: row.try_get("id")?,
+                host: row.try_get("host")?,
+                pid: u32::try_from(row.try_get::<i64, _>("pid")?).unwrap_or(0),
+                plugins: row.try_get::<Json<Plugins>, _>("plugins")?.0,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         tx.commit().await?;
         Ok(Renewal {
             held,
-            members: from_sql_int(members),
+            members: peers.len() as u64 + 1,
             gone,
+            peers,
         })
     }
 
@@ -202,7 +238,7 @@ impl PgStore {
     /// The live members, oldest first, each with the subscriptions it holds.
     pub async fn daemons(&self) -> Result<Vec<DaemonRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.id, d.host, d.pid, d.version, d.started_at, d.expires_at,
+            "SELECT d.id, d.host, d.pid, d.version, d.started_at, d.expires_at, d.plugins,
                     COALESCE(array_agg(s.name ORDER BY s.name) FILTER (WHERE s.name IS NOT NULL),
                              '{}') AS subscriptions
              FROM eventhost.daemons d
@@ -224,6 +260,7 @@ impl PgStore {
                     started_at: row.try_get("started_at")?,
                     expires_at: row.try_get("expires_at")?,
                     subscriptions: row.try_get("subscriptions")?,
+                    plugins: row.try_get::<Json<Plugins>, _>("plugins")?.0,
                 })
             })
             .collect()

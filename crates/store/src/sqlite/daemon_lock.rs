@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SqliteStore;
 use crate::StoreError;
+use crate::leases::host_name;
 
 /// Who holds a database, as written in its lock file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,13 +88,4 @@ fn lock_path(database: &Path) -> PathBuf {
     let mut name = database.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
