@@ -8,8 +8,8 @@ use uuid::Uuid;
 use eventhost_domain::input::EventLine;
 use eventhost_domain::{Appended, ExpectedVersion, NewEvent, Position, StreamId, Version};
 use eventhost_store::{
-    DeliverySelection, DeliveryStore, EventStore, ParkedSelection, PendingAppend, Store,
-    StoreError, SubscriptionRecord, SubscriptionStore, Writer,
+    DaemonRecord, DeliverySelection, DeliveryStore, EventStore, ParkedSelection, PendingAppend,
+    Store, StoreError, SubscriptionRecord, SubscriptionStore, Writer,
 };
 
 /// How long an open transaction must have been holding events back before the faces show
@@ -93,6 +93,15 @@ pub struct SubscriptionView {
     /// they committed after it began, so no subscription may read them until it ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_back_by: Option<Writer>,
+}
+
+/// The daemons running on the database, oldest first, each with what it runs: on
+/// PostgreSQL the live members; none on SQLite, which runs one daemon and no membership.
+pub async fn daemons(store: &Store) -> Result<Vec<DaemonRecord>, StoreError> {
+    match store {
+        Store::Postgres(store) => store.daemons().await,
+        Store::Sqlite(_) => Ok(Vec::new()),
+    }
 }
 
 /// Every subscription, by name, with its lag.

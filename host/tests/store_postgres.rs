@@ -1130,6 +1130,16 @@ fn member(pid: u32, boot: &str) -> Member {
     }
 }
 
+/// Each of `members` joins (or renews) with nothing installed, its peers all alive.
+async fn join(store: &PgStore, members: &[&Member], ttl: Duration) {
+    for member in members {
+        store
+            .renew_leases(member, &Plugins::new(), ttl, |_| true)
+            .await
+            .expect("join");
+    }
+}
+
 async fn define(store: &PgStore, names: &[&str]) {
     let definitions: Vec<SubscriptionDefinition> = names
         .iter()
@@ -1197,7 +1207,7 @@ async fn a_commit_needs_an_unexpired_lease_of_its_own() {
         .await
         .unwrap();
     assert_eq!(renewal.held, wanted);
-    assert_eq!(renewal.members, 2);
+    assert_eq!(renewal.members(), 2);
 
     // Expired, even with nobody else taking it: the holder commits nothing more.
     sleep(ttl + Duration::from_millis(200)).await;
@@ -1237,12 +1247,7 @@ async fn a_commit_needs_an_unexpired_lease_of_its_own() {
     );
     let taken = f.store.acquire_leases(x.id, &wanted, 1, ttl).await.unwrap();
     assert_eq!(taken[0].epoch, 3);
-    for renewing in [&x, &y] {
-        f.store
-            .renew_leases(renewing, &Plugins::new(), ttl, always)
-            .await
-            .unwrap();
-    }
+    join(&f.store, &[&x, &y], ttl).await;
     let daemons = f.store.daemons().await.unwrap();
     assert_eq!(daemons.len(), 2);
     assert_eq!(daemons[0].id, x.id);
@@ -1266,12 +1271,7 @@ async fn members_taking_at_once_get_disjoint_leases() {
     define(&f.store, &refs).await;
     let ttl = Duration::from_secs(30);
     let (x, y) = (member(1, "boot"), member(2, "boot"));
-    for joining in [&x, &y] {
-        f.store
-            .renew_leases(joining, &Plugins::new(), ttl, |_| true)
-            .await
-            .unwrap();
-    }
+    join(&f.store, &[&x, &y], ttl).await;
     let (a, b) = tokio::join!(
         f.store.acquire_leases(x.id, &names, 5, ttl),
         f.store.acquire_leases(y.id, &names, 5, ttl),
@@ -1334,7 +1334,7 @@ async fn a_gone_process_on_this_machine_frees_its_leases_at_once() {
         renewal.gone.iter().map(|m| m.id).collect::<Vec<_>>(),
         [dead.id]
     );
-    assert_eq!(renewal.members, 2, "the gone member is no longer counted");
+    assert_eq!(renewal.members(), 2, "the gone member is no longer counted");
     let taken = f.store.acquire_leases(me.id, &names, 2, ttl).await.unwrap();
     assert_eq!(
         taken
@@ -1355,12 +1355,7 @@ async fn a_lease_edited_by_hand_is_free_for_live_members() {
     let wanted = [name.to_owned()];
     let ttl = Duration::from_secs(60);
     let (x, y) = (member(1, "boot"), member(2, "other-boot"));
-    for joining in [&x, &y] {
-        f.store
-            .renew_leases(joining, &Plugins::new(), ttl, |_| true)
-            .await
-            .unwrap();
-    }
+    join(&f.store, &[&x, &y], ttl).await;
     sqlx::query(
         "UPDATE eventhost.subscriptions
          SET owner = gen_random_uuid(), lease_expires_at = now() + interval '1 minute'",
@@ -1410,7 +1405,7 @@ async fn members_see_the_plugins_their_peers_run() {
         .renew_leases(&y, &runs("0.2.0 #bbbb"), ttl, |_| true)
         .await
         .unwrap();
-    assert_eq!(renewal.members, 2);
+    assert_eq!(renewal.members(), 2);
     assert_eq!(renewal.peers.len(), 1);
     assert_eq!(renewal.peers[0].id, x.id);
     assert_eq!(renewal.peers[0].plugins, runs("0.1.0 #aaaa"));

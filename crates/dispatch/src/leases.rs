@@ -16,6 +16,7 @@
 //! at once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use crate::worker::{Resume, Worker};
+use crate::worker::{Resume, Worker, record_stopped};
 
 /// The default lease TTL: how long a killed daemon's subscriptions wait for another daemon.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -65,7 +66,7 @@ struct Shared {
     member: Member,
     ttl: Duration,
     entries: Mutex<HashMap<String, Entry>>,
-    registrations: Mutex<u64>,
+    registrations: AtomicU64,
     /// What this daemon runs, as its peers see it ([`plugin_label`]).
     plugins: Mutex<Plugins>,
     wake: Notify,
@@ -101,7 +102,7 @@ impl Leases {
             member,
             ttl,
             entries: Mutex::new(HashMap::new()),
-            registrations: Mutex::new(0),
+            registrations: AtomicU64::new(0),
             plugins: Mutex::new(Plugins::new()),
             wake: Notify::new(),
         });
@@ -140,15 +141,7 @@ impl Leases {
     /// Registers the worker of subscription `name` (durable name): the keeper will try to
     /// take its lease.
     pub(crate) fn holding(&self, name: &str) -> Holding {
-        let registration = {
-            let mut registrations = self
-                .shared
-                .registrations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            *registrations += 1;
-            *registrations
-        };
+        let registration = self.shared.registrations.fetch_add(1, Ordering::Relaxed) + 1;
         let (sender, tenure) = watch::channel(Tenure::Free);
         self.shared.entries().insert(
             name.to_owned(),
@@ -303,7 +296,7 @@ pub(crate) async fn run_leased(mut worker: Worker, mut holding: Holding) -> Resu
         }
         if shutdown.is_requested() {
             if !worker.lease_lost {
-                worker.record_stopped().await;
+                record_stopped(&worker.store, &worker.name).await;
             }
             holding.stopped(worker.lease_lost).await;
             break;
@@ -400,7 +393,7 @@ async fn balance(shared: &Shared, renewal: Renewal) {
                 entry.tenure.send_replace(Tenure::Free);
             }
         }
-        let fair = entries.len().div_ceil(renewal.members.max(1) as usize);
+        let fair = entries.len().div_ceil(renewal.members() as usize);
         let count = |hold: Hold| entries.values().filter(|entry| entry.hold == hold).count();
         let (kept, releasing) = (count(Hold::Held), count(Hold::Releasing));
         let mut idle = Vec::new();
@@ -409,7 +402,7 @@ async fn balance(shared: &Shared, renewal: Renewal) {
             .filter(|(_, entry)| entry.hold == Hold::Held)
             .take(kept.saturating_sub(fair))
         {
-            info!(subscription = %name, members = renewal.members, "handing the subscription over to balance the daemons");
+            info!(subscription = %name, members = renewal.members(), "handing the subscription over to balance the daemons");
             entry.tenure.send_replace(Tenure::Free);
             if entry.running {
                 // Released once its worker has stopped (`Holding::stopped`).

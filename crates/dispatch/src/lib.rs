@@ -418,15 +418,8 @@ impl Dispatcher {
     /// Records a subscription as stopped, where no lease says who runs it (a leased worker
     /// records its own stop).
     async fn record_stopped(&self, subscription: &str) {
-        if self.leases.is_some() {
-            return;
-        }
-        if let Err(error) = self
-            .store
-            .record_status(subscription, "stopped", None, None)
-            .await
-        {
-            warn!(%subscription, %error, "cannot record the stop");
+        if self.leases.is_none() {
+            worker::record_stopped(&self.store, subscription).await;
         }
     }
 

@@ -615,18 +615,6 @@ impl Worker {
         self.store.commit_batch(commit).await
     }
 
-    /// Records the subscription as stopped, so `subscriptions list` does not show it running
-    /// when no daemon runs it.
-    pub(crate) async fn record_stopped(&self) {
-        if let Err(error) = self
-            .store
-            .record_status(&self.name, "stopped", None, None)
-            .await
-        {
-            warn!(subscription = %self.name, %error, "cannot record the stop");
-        }
-    }
-
     async fn record_failure(&self, failure: Option<&Failure>) {
         let message = failure.map(|failure| failure.message.as_str());
         if let Err(error) = self
@@ -640,6 +628,17 @@ impl Worker {
 
     fn backoff(&self, attempt: u32) -> Duration {
         backoff(&self.config, attempt)
+    }
+}
+
+/// Records `subscription` as stopped, so `subscriptions list` does not show it running when
+/// no daemon runs it.
+pub(crate) async fn record_stopped(store: &Store, subscription: &str) {
+    if let Err(error) = store
+        .record_status(subscription, "stopped", None, None)
+        .await
+    {
+        warn!(%subscription, %error, "cannot record the stop");
     }
 }
 

@@ -45,13 +45,18 @@ pub struct Lease {
 pub struct Renewal {
     /// The subscriptions whose leases this daemon still holds, now renewed.
     pub held: Vec<String>,
-    /// Live members, this daemon included.
-    pub members: u64,
     /// Members that ran on this machine under a process id that `is_alive` said is gone:
     /// their leases were freed at once instead of at their expiry.
     pub gone: Vec<Member>,
     /// The other live members and the plugins each runs.
     pub peers: Vec<Peer>,
+}
+
+impl Renewal {
+    /// Live members, this daemon included.
+    pub fn members(&self) -> u64 {
+        self.peers.len() as u64 + 1
+    }
 }
 
 /// Plugin name to `<version> #<fingerprint>` (see `dispatch::leases`).

@@ -8,6 +8,8 @@ use anyhow::Context;
 
 use eventhost_store::{self as store, Store};
 
+use crate::operate;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum DaemonsCommand {
     /// Every live daemon: id, host, process id, version, when it started, the subscriptions
@@ -24,12 +26,12 @@ pub async fn run(database_url: &str, command: DaemonsCommand) -> anyhow::Result<
     let mut out = std::io::stdout().lock();
     match command {
         DaemonsCommand::List { json } => {
-            let Store::Postgres(store) = &store else {
+            if let Store::Sqlite(_) = store {
                 anyhow::bail!(
                     "a SQLite database runs one daemon at most (its lock file, `<database>.lock`, names it): several daemons need PostgreSQL"
                 );
-            };
-            let daemons = store.daemons().await?;
+            }
+            let daemons = operate::daemons(&store).await?;
             if !json {
                 writeln!(
                     out,

@@ -41,10 +41,7 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
     match command {
         SubscriptionsCommand::List { json } => {
             let subscriptions = operate::subscriptions(&store).await?;
-            let daemons = match &store {
-                store::Store::Postgres(store) => store.daemons().await?,
-                store::Store::Sqlite(_) => Vec::new(),
-            };
+            let daemons = operate::daemons(&store).await?;
             if !json {
                 writeln!(
                     out,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use eventhost_store::{
     DaemonRecord, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
-    ParkedEvent, ParkedSelection, PluginRecord, PluginRecords, Store, SubscriptionStore,
+    ParkedEvent, ParkedSelection, PluginRecord, PluginRecords, SubscriptionStore,
 };
 
 use super::Api;
@@ -51,10 +51,7 @@ pub async fn daemons(
     _: Granted<ReadScope>,
     State(api): State<Api>,
 ) -> Result<Json<Daemons>, ApiError> {
-    let daemons = match &api.store {
-        Store::Postgres(store) => store.daemons().await?,
-        Store::Sqlite(_) => Vec::new(),
-    };
+    let daemons = operate::daemons(&api.store).await?;
     Ok(Json(Daemons { daemons }))
 }
 

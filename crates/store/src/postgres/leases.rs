@@ -138,12 +138,7 @@ impl PgStore {
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         tx.commit().await?;
-        Ok(Renewal {
-            held,
-            members: peers.len() as u64 + 1,
-            gone,
-            peers,
-        })
+        Ok(Renewal { held, gone, peers })
     }
 
     /// Takes up to `limit` of the `wanted` subscriptions whose leases nobody holds (never
