@@ -202,8 +202,8 @@ pub fn check_name(what: &str, name: &str, limits: StoreLimits) -> Result<(), App
 }
 
 /// Whether a JSON value holds a NUL character in a string or a key (PostgreSQL's `jsonb`
-/// refuses `\u0000`).
-fn holds_nul(value: &serde_json::Value) -> bool {
+/// refuses `\u0000`): what no store may keep.
+pub fn holds_nul(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::String(text) => text.contains('\0'),
         serde_json::Value::Array(items) => items.iter().any(holds_nul),
