@@ -76,6 +76,9 @@ impl Side {
                     "HTTP append answered {}",
                     response.status()
                 );
+                // Read to its end, as a client does: an answer dropped unread also closes
+                // its connection, and the next request would open a new one.
+                response.bytes().await?;
             }
             Side::SqlFunction(pool) => {
                 sqlx::query("SELECT count(*) FROM eventhost.append('order', $1, NULL, $2)")

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Connection, Row, SqliteConnection};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use uuid::Uuid;
 
 use eventhost_domain::append::{StoredId, check_version, duplicate_outcome, prepare};
@@ -44,6 +44,37 @@ pub struct SqliteStore {
     /// The database file as opened (none in memory): writes stop once the path no longer
     /// names it.
     file: Option<Arc<OpenedFile>>,
+    /// This process's writers take turns here before `BEGIN IMMEDIATE`: queued, each starts
+    /// the moment the previous one ends, where SQLite's own busy handler would have it sleep
+    /// and try again (1 ms, then longer) while another connection of the pool writes.
+    writer: Arc<Mutex<()>>,
+}
+
+/// A write transaction, holding this process's turn to write until it ends. Dropped without
+/// [`WriteTx::commit`], it rolls back.
+pub(super) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 /// A database file by path and identity (device and inode).
@@ -298,19 +329,20 @@ impl SqliteStore {
             appended: Signal::new(),
             enqueued: Signal::new(),
             file,
+            writer: Arc::new(Mutex::new(())),
         })
     }
 
-    /// Begins a write transaction (`BEGIN IMMEDIATE`: it takes the write lock at once, so
-    /// two writers never deadlock upgrading), unless the database file was deleted or
-    /// replaced since it was opened.
-    pub(super) async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    /// Begins a write transaction once this process's previous writers are done (`BEGIN
+    /// IMMEDIATE`: it takes the write lock at once, so two writers never deadlock
+    /// upgrading), unless the database file was deleted or replaced since it was opened.
+    pub(super) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let turn = self.writer.clone().lock_owned().await;
         if let Some(file) = &self.file {
             file.check()?;
         }
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {

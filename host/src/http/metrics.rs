@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -15,6 +15,8 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use eventhost_store::ParkedSummary;
@@ -29,6 +31,27 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
 ];
+
+/// How often the samples recorded into histograms are folded into their buckets. The
+/// exporter keeps each sample until then: without it, memory would grow with every request
+/// and batch until Prometheus scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Installs the recorder if it is not yet, and folds histogram samples into their buckets
+/// every [`UPKEEP_EVERY`] until `stop` is cancelled.
+pub fn keep_up(stop: CancellationToken) {
+    let Some(handle) = handle() else { return };
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => handle.run_upkeep(),
+            }
+        }
+    });
+}
 
 /// The process's recorder, installed on first use. `None` if another recorder was installed
 /// first (the metrics are then that recorder's).

@@ -25,13 +25,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
@@ -149,13 +150,20 @@ impl HttpServer {
             address: settings.address,
             source,
         };
-        metrics::handle();
         let listener = TcpListener::bind(settings.address)
             .await
             .map_err(bind_error)?;
         let address = listener.local_addr().map_err(bind_error)?;
+        // Answers go out as they are written: Nagle's algorithm would hold a small one back
+        // until the client acknowledges the previous segment.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                debug!(%error, "cannot set TCP_NODELAY on an API connection");
+            }
+        });
         let plugins_loaded = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
+        metrics::keep_up(stop.clone());
         let api = Api {
             store,
             tokens: Arc::new(settings.tokens.clone()),

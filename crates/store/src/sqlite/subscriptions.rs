@@ -60,9 +60,9 @@ fn parked_from_row(row: &SqliteRow) -> Result<ParkedEvent, StoreError> {
 }
 
 /// Raises the control counter a daemon's poll watches: an operator's request for it.
-async fn raise_control(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
+async fn raise_control(tx: &mut SqliteConnection) -> Result<(), StoreError> {
     sqlx::query("UPDATE control SET version = version + 1 WHERE id = 1")
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
