@@ -147,7 +147,9 @@ const BATCH_QUERY: &str = concat!(
 /// the row comparison over the index's columns and the `<=` bound (rather than an `=`) keep
 /// the planner from taking `$column` for a constant, so the only path that yields the inner
 /// order is that index: the plan cannot fall back to walking the whole log and filtering,
-/// whatever the statistics or the plan cache say. A name no event has costs one index probe.
+/// whatever the statistics or the plan cache say. No other index may begin with `$column`
+/// (one that did was taken, with an incremental sort: `0011_stream_key_order.sql`). A name
+/// no event has costs one index probe.
 macro_rules! filtered_batch_query {
     ($column:literal, $also:literal) => {
         concat!(
