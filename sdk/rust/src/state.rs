@@ -16,6 +16,9 @@ use crate::bindings::eventhost::plugin::host;
 /// The most entries the host returns per scan call.
 const SCAN_PAGE: u32 = 1000;
 
+/// The most keys one [`get_many`] call may ask for.
+pub const MAX_KEYS_PER_GET: usize = 1000;
+
 /// The value of `key` decoded from JSON, or `None` if the key is not set.
 pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, HandlerError> {
     host::state_get(key)?
@@ -25,7 +28,7 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, HandlerError> {
 
 /// The values of `keys`, each decoded from JSON, in the order asked (`None`: not set): one
 /// host call, and at most one round trip to the store, where [`get`] per key may cost one
-/// each. Read a batch's keys up front with it. At most 1000 keys per call.
+/// each. Read a batch's keys up front with it. At most [`MAX_KEYS_PER_GET`] keys per call.
 pub fn get_many<T: DeserializeOwned>(keys: &[&str]) -> Result<Vec<Option<T>>, HandlerError> {
     let owned: Vec<String> = keys.iter().map(|&key| key.to_owned()).collect();
     host::state_get_many(&owned)?

@@ -41,6 +41,7 @@ impl Plugin for OrderTotals {
     }
 
     fn handle(_subscription: &str, batch: Vec<Event>) -> Result<(), HandlerError> {
+        prefetch(&batch)?;
         for event in &batch {
             match event.event_type.as_str() {
                 "order.created" => created(event)?,
@@ -145,6 +146,33 @@ fn cancelled(event: &Event) -> Result<(), HandlerError> {
     };
     order.status = Status::Cancelled;
     state::set(&order_key(&event.stream.aggregate_id), &order)
+}
+
+/// Reads the orders of the batch, and the customers its new orders name, in one host call
+/// each (`state::get_many`), before the events are applied. The values are not used here:
+/// the daemon keeps what was read, so the reads event by event below need no round trip to
+/// the store even once the state has outgrown the daemon's cache, where each would cost one.
+/// Values are read as any JSON, so a value of the wrong shape fails where the event that
+/// reads it is applied, as without this.
+fn prefetch(batch: &[Event]) -> Result<(), HandlerError> {
+    let mut keys: Vec<String> = batch
+        .iter()
+        .map(|event| order_key(&event.stream.aggregate_id))
+        .collect();
+    keys.extend(
+        batch
+            .iter()
+            .filter(|event| event.event_type == "order.created")
+            .filter_map(|event| event.payload::<OrderCreated>().ok())
+            .map(|created| customer_key(&created.customer)),
+    );
+    keys.sort_unstable();
+    keys.dedup();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for chunk in keys.chunks(state::MAX_KEYS_PER_GET) {
+        state::get_many::<serde::de::IgnoredAny>(chunk)?;
+    }
+    Ok(())
 }
 
 /// The state of the event's order, or `None` (logged) when the order is unknown.
