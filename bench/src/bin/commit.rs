@@ -58,7 +58,9 @@ impl Committer {
         );
         let event = |n: usize| NewEvent::new("shipment.requested", json!({ "order": n }));
         if one_stream {
-            commit.appends.push(self.append((0..events).map(event).collect()));
+            commit
+                .appends
+                .push(self.append((0..events).map(event).collect()));
         } else {
             for n in 0..events {
                 let append = self.append(vec![event(n)]);
