@@ -271,6 +271,20 @@ pub async fn settle_backlog(store: &PgStore, total: u64) -> Result<()> {
     Ok(())
 }
 
+/// The PostgreSQL server a benchmark measures on, as every benchmark takes it
+/// (`#[command(flatten)]`).
+#[derive(Debug, clap::Args)]
+pub struct Server {
+    /// The PostgreSQL server; the benchmark makes a database of its own there and drops it
+    /// after.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://root@127.0.0.1:5432/test"
+    )]
+    pub database_url: String,
+}
+
 /// A database created on the server for this run.
 pub struct BenchDatabase {
     admin_url: String,

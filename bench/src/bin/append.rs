@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use eventhost_bench::{BenchDatabase, thousands};
+use eventhost_bench::{BenchDatabase, Server, thousands};
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_store::{EventStore, PgStore, StoreLimits};
 use serde_json::{Value, json};
@@ -26,13 +26,8 @@ struct Args {
     /// Seconds each measurement runs, after a warm-up.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// The server to measure on; the benchmark creates and drops a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
     /// Commit without waiting for the WAL flush, on every side: shows the CPU cost of each
     /// way in once the disk is out of the picture (a diagnostic, not the target figure).
     #[arg(long)]
@@ -138,7 +133,7 @@ fn payload() -> Value {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let server = BenchDatabase::create(&args.database_url).await?;
+    let server = BenchDatabase::create(&args.server.database_url).await?;
     let mut url = server.url.clone();
     if args.no_flush_wait {
         url.push(if url.contains('?') { '&' } else { '?' });

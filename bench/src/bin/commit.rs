@@ -15,7 +15,7 @@ use clap::Parser;
 use serde_json::json;
 use tokio::time::Instant;
 
-use eventhost_bench::{BenchDatabase, cells, header, thousands};
+use eventhost_bench::{BenchDatabase, Server, cells, header, thousands};
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_store::{
     BatchCommit, Checkpoint, Filter, PendingAppend, PgStore, StoreLimits, SubscriptionStore,
@@ -27,13 +27,8 @@ struct Args {
     /// Seconds each kind of batch is committed per row, in alternating slices.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// The server to measure on; the benchmark creates and drops a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 const SLICE: Duration = Duration::from_millis(500);
@@ -96,7 +91,7 @@ impl Committer {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let database = BenchDatabase::create(&args.database_url).await?;
+    let database = BenchDatabase::create(&args.server.database_url).await?;
     let store = PgStore::connect(&database.url, StoreLimits::default())
         .await
         .context("open the store")?;

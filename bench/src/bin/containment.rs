@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Daemon, TempDir, cells, header, millis, percentile, rename_plugin, target_dir,
+    BenchDatabase, Daemon, Server, TempDir, cells, header, millis, percentile, rename_plugin,
+    target_dir,
 };
 use sqlx::{PgPool, SqlitePool};
 
@@ -47,13 +48,8 @@ struct Args {
     /// Where the built components are (`dist/` of the workspace).
     #[arg(long)]
     dist: Option<PathBuf>,
-    /// The PostgreSQL server (a database is made for each run).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 /// Longest wait for one event to be counted before the sample is given up.
@@ -194,7 +190,7 @@ async fn measure(
 
     // 2. Contention, on PostgreSQL.
     for contended in [false, true] {
-        let database = BenchDatabase::create(&args.database_url).await?;
+        let database = BenchDatabase::create(&args.server.database_url).await?;
         let folder = dir.join(format!("latency-{contended}"));
         let mut files = vec![("counter.wasm".to_owned(), components.counter.clone())];
         if contended {
@@ -266,7 +262,7 @@ async fn measure(
     }
 
     // 3. Notification flood, on PostgreSQL.
-    let database = BenchDatabase::create(&args.database_url).await?;
+    let database = BenchDatabase::create(&args.server.database_url).await?;
     let folder = dir.join("flood");
     let mut files = idle_many(components)?;
     files.push(("counter.wasm".to_owned(), components.counter.clone()));

@@ -38,7 +38,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use eventhost::config::{Config, HttpConfig};
 use eventhost::daemon::{self, DaemonConfig};
 use eventhost_bench::{
-    BenchDatabase, TempDir, cells, header, init_logs, millis, percentile, thousands,
+    BenchDatabase, Server, TempDir, cells, header, init_logs, millis, percentile, thousands,
 };
 use eventhost_deliveries::{Deliveries, DeliverySettings, Sinks};
 use eventhost_domain::{ExpectedVersion, Message, NewEvent, StreamId};
@@ -56,13 +56,8 @@ struct Args {
     /// Appends per second in the latency measurement.
     #[arg(long, default_value_t = 200)]
     rate: u32,
-    /// The server to measure on; the benchmark creates and drops a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 /// Messages in flight at once, direct or through a sink: the sink's default `concurrency`.
@@ -77,7 +72,7 @@ const SUBSCRIPTION: &str = "bench.deliveries";
 async fn main() -> Result<()> {
     init_logs();
     let args = Args::parse();
-    let database = BenchDatabase::create(&args.database_url).await?;
+    let database = BenchDatabase::create(&args.server.database_url).await?;
     let outcome = run(&args, &database.url).await;
     database.drop_it().await?;
     outcome

@@ -22,8 +22,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use eventhost_bench::{
-    BatchDone, BenchDatabase, Dispatcher, Probe, cells, header, init_logs, millis, settle_backlog,
-    target_dir, thousands, wait_for_checkpoint,
+    BatchDone, BenchDatabase, Dispatcher, Probe, Server, cells, header, init_logs, millis,
+    settle_backlog, target_dir, thousands, wait_for_checkpoint,
 };
 use eventhost_dispatch::plugins::{SinkNames, load_plugin};
 use eventhost_dispatch::{Handler, StoreReads};
@@ -59,13 +59,8 @@ struct Args {
     /// The counter component (default: dist/plugins/counter.wasm in the workspace).
     #[arg(long)]
     wasm: Option<PathBuf>,
-    /// The server to measure on; the benchmark creates and drops a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 /// Concurrent writers filling the backlog.
@@ -94,7 +89,7 @@ async fn main() -> Result<()> {
     ensure!(args.events >= SLICES, "--events must be at least {SLICES}");
     ensure!(args.rate > 0, "--rate must be positive");
     let handlers = Handlers::load(&args).await?;
-    let database = BenchDatabase::create(&args.database_url).await?;
+    let database = BenchDatabase::create(&args.server.database_url).await?;
     let outcome = run(&args, &database.url, &handlers).await;
     database.drop_it().await?;
     let report = outcome?;

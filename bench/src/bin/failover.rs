@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Daemon, TempDir, cells, header, millis, percentile, plugins_folder,
+    BenchDatabase, Daemon, Server, TempDir, cells, header, millis, percentile, plugins_folder,
     release_binary, thousands,
 };
 use eventhost_store::{PgStore, StoreLimits, SubscriptionStore};
@@ -38,13 +38,8 @@ struct Args {
     /// Where the built components are (`dist/` of the workspace).
     #[arg(long)]
     dist: Option<PathBuf>,
-    /// The PostgreSQL server (a database is made for each run and dropped after).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 const PLUGINS: [&str; 3] = ["counter", "order-totals", "shipping-policy"];
@@ -103,7 +98,7 @@ async fn main() -> Result<()> {
     ]);
     let mut baseline = None;
     for daemons in [1, 2] {
-        let database = BenchDatabase::create(&args.database_url).await?;
+        let database = BenchDatabase::create(&args.server.database_url).await?;
         let outcome = catch_up(&setup, &database.url, daemons, args.events).await;
         database.drop_it().await?;
         let took = outcome?;
@@ -119,7 +114,7 @@ async fn main() -> Result<()> {
 
     println!("\nTakeover: from the failure until the survivor handled an event appended then\n");
     header(&["failure", "rounds", "p50 ms", "max ms"]);
-    let database = BenchDatabase::create(&args.database_url).await?;
+    let database = BenchDatabase::create(&args.server.database_url).await?;
     let outcome = takeovers(&setup, &database.url, args.rounds).await;
     database.drop_it().await?;
     for (failure, mut times) in outcome? {

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tokio::time::Instant;
 
-use eventhost_bench::{BenchDatabase, TempDir, cells, header, thousands};
+use eventhost_bench::{BenchDatabase, Server, TempDir, cells, header, thousands};
 use eventhost_store::{Checkpoint, EventStore, Filter, Store, SubscriptionStore};
 
 #[derive(Debug, Parser)]
@@ -26,13 +26,8 @@ struct Args {
     /// Rounds of each measurement, alternating; the table shows their median.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// The server to measure on; the benchmark creates and drops a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 const BATCH: usize = 100;
@@ -112,7 +107,7 @@ async fn fill_sqlite(url: &str, events: u64) -> Result<()> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     eventhost_bench::init_logs();
-    let postgres = BenchDatabase::create(&args.database_url).await?;
+    let postgres = BenchDatabase::create(&args.server.database_url).await?;
     let dir = TempDir::new("bench-filtered-read")?;
     let sqlite_url = format!("sqlite://{}", dir.0.join("events.db").display());
     let matching = args.events / 100;

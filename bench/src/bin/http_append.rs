@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use eventhost::daemon::{self, DaemonConfig};
 use eventhost::http::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FEEDS, HttpSettings, Tokens};
-use eventhost_bench::{BenchDatabase, TempDir, cells, header, init_logs, thousands};
+use eventhost_bench::{BenchDatabase, Server, TempDir, cells, header, init_logs, thousands};
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_store::{EventStore, Store};
 
@@ -37,13 +37,8 @@ struct Args {
     /// Concurrent clients on each side.
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// The server to measure on; the benchmark creates and drops a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 const SLICE: Duration = Duration::from_millis(500);
@@ -221,7 +216,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     init_logs();
     eventhost_deliveries::install_crypto_provider();
-    let postgres = BenchDatabase::create(&args.database_url).await?;
+    let postgres = BenchDatabase::create(&args.server.database_url).await?;
     let sqlite_dir = TempDir::new("bench-http-append")?;
     let sqlite_url = format!("sqlite://{}", sqlite_dir.0.join("events.db").display());
     println!(

@@ -49,8 +49,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Dispatcher, Probe, TempDir, cells, header, init_logs, millis, settle_backlog,
-    thousands, wait_for_checkpoint,
+    BenchDatabase, Dispatcher, Probe, Server, TempDir, cells, header, init_logs, millis,
+    settle_backlog, thousands, wait_for_checkpoint,
 };
 use eventhost_dispatch::plugins::{SinkNames, load_plugin};
 use eventhost_dispatch::{Dispatchable, Handler, StoreReads};
@@ -72,13 +72,8 @@ struct Args {
     /// Where the built components are (default: dist/ of the workspace).
     #[arg(long)]
     dist: Option<PathBuf>,
-    /// The server to measure on; the benchmark creates and drops a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 /// One language's build of the projection.
@@ -153,7 +148,7 @@ async fn main() -> Result<()> {
         loaded.push(load_timings(language, path, args.warm_starts).await?);
     }
 
-    let database = BenchDatabase::create(&args.database_url).await?;
+    let database = BenchDatabase::create(&args.server.database_url).await?;
     let outcome = pipeline(&args, &database.url, &loaded).await;
     database.drop_it().await?;
     let (backlog, throughputs) = outcome?;

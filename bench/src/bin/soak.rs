@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Daemon, TempDir, cells, header, plugins_folder, release_binary, thousands,
+    BenchDatabase, Daemon, Server, TempDir, cells, header, plugins_folder, release_binary,
+    thousands,
 };
 use std::str::FromStr;
 
@@ -47,13 +48,8 @@ struct Args {
     /// Where the built components are (`dist/` of the workspace).
     #[arg(long)]
     dist: Option<PathBuf>,
-    /// The PostgreSQL server (a database is made for the run and dropped after).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://root@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 /// The example plugins the daemon runs.
@@ -97,7 +93,7 @@ async fn main() -> Result<()> {
     let binary = release_binary(args.eventhost.as_deref())?;
     let temp = TempDir::new("soak")?;
     let plugins = plugins_folder(&temp.0, args.dist.as_deref(), &PLUGINS)?;
-    let database = BenchDatabase::create(&args.database_url).await?;
+    let database = BenchDatabase::create(&args.server.database_url).await?;
     let outcome = soak(&args, &binary, &database.url, &temp.0, &plugins).await;
     database.drop_it().await?;
     let (samples, caught_up) = outcome?;
