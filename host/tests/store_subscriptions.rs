@@ -175,7 +175,7 @@ async fn a_conflicting_emit_fails_the_whole_batch<S: EventStore + SubscriptionSt
     commit.appends.push(shipment("o-0"));
     let error = store.commit_batch(&commit).await.unwrap_err();
     assert!(
-        matches!(error, StoreError::Conflict { actual: 1, .. }),
+        matches!(&error, StoreError::Conflict { actual: 1, stream, .. } if stream.aggregate_id == "o-0"),
         "{error:?}"
     );
     let stored = store.subscription(SUB).await.unwrap().unwrap();
@@ -187,6 +187,113 @@ async fn a_conflicting_emit_fails_the_whole_batch<S: EventStore + SubscriptionSt
             .await
             .unwrap(),
         0
+    );
+}
+
+/// A batch that emits to many streams (a policy's: one new stream per handled event, one
+/// stream it extends, one it fills with several events) writes each stream's events at their
+/// versions, in the order the batch emitted them; a batch that emits twice to one stream, or
+/// re-emits an event already stored in its stream, commits as append after append would.
+async fn a_batch_emits_to_many_streams_in_order<S: EventStore + SubscriptionStore>(store: &S) {
+    seed(store, 1).await;
+    let record = store
+        .ensure_subscription(SUB, "projection", &orders(), Checkpoint::ORIGIN)
+        .await
+        .unwrap();
+    let extended = StreamId::new("ledger", "l-1");
+    let stored = NewEvent::new("ledger.opened", json!({}));
+    store
+        .append(&extended, ExpectedVersion::NoStream, &[stored])
+        .await
+        .unwrap();
+    let batch = next_batch(store, Checkpoint::ORIGIN, &orders(), 1).await;
+    let mut commit = BatchCommit::advance(
+        SUB,
+        record.revision,
+        Checkpoint::ORIGIN,
+        batch[0].checkpoint,
+    );
+    for n in 0..20 {
+        commit.appends.push(shipment(&format!("s-{n}")));
+    }
+    commit.appends.push(PendingAppend {
+        stream: extended.clone(),
+        expected: ExpectedVersion::Exact(1),
+        events: vec![NewEvent::new("ledger.debited", json!({ "cents": 5 }))],
+    });
+    let several = StreamId::new("pick", "p-1");
+    commit.appends.push(PendingAppend {
+        stream: several.clone(),
+        expected: ExpectedVersion::Any,
+        events: (0..3)
+            .map(|n| NewEvent::new("pick.line", json!({ "n": n })))
+            .collect(),
+    });
+    store.commit_batch(&commit).await.unwrap();
+
+    let mut emitted = Vec::new();
+    for n in 0..20 {
+        let events = store
+            .read_stream(&StreamId::new("shipment", format!("s-{n}")), 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "stream s-{n}");
+        assert_eq!(events[0].version, 1);
+        assert_eq!(events[0].payload, json!({ "order": format!("s-{n}") }));
+        emitted.push(events[0].position);
+    }
+    let ledger = store.read_stream(&extended, 1, 10).await.unwrap();
+    let types: Vec<&str> = ledger.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["ledger.opened", "ledger.debited"]);
+    assert_eq!(ledger[1].version, 2);
+    emitted.push(ledger[1].position);
+    let picks = store.read_stream(&several, 1, 10).await.unwrap();
+    let versions: Vec<u64> = picks.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(picks[2].payload, json!({ "n": 2 }));
+    emitted.extend(picks.iter().map(|e| e.position));
+    assert!(
+        emitted.windows(2).all(|pair| pair[0] < pair[1]),
+        "positions follow the order of emission: {emitted:?}"
+    );
+
+    // An event already stored in its stream, emitted again beside a new stream's.
+    let record = store.subscription(SUB).await.unwrap().unwrap();
+    let mut again =
+        BatchCommit::advance(SUB, record.revision, record.checkpoint, record.checkpoint);
+    let mut replayed = NewEvent::new("ledger.debited", json!({ "cents": 5 }));
+    replayed.id = Some(ledger[1].id);
+    again.appends.push(PendingAppend {
+        stream: extended.clone(),
+        expected: ExpectedVersion::Any,
+        events: vec![replayed],
+    });
+    again.appends.push(shipment("s-20"));
+    store.commit_batch(&again).await.unwrap();
+    // Twice to one stream.
+    let record = store.subscription(SUB).await.unwrap().unwrap();
+    let mut twice =
+        BatchCommit::advance(SUB, record.revision, record.checkpoint, record.checkpoint);
+    for expected in [ExpectedVersion::Exact(3), ExpectedVersion::Exact(4)] {
+        twice.appends.push(PendingAppend {
+            stream: several.clone(),
+            expected,
+            events: vec![NewEvent::new("pick.line", json!({ "n": 9 }))],
+        });
+    }
+    store.commit_batch(&twice).await.unwrap();
+    assert_eq!(
+        store.stream_version(&extended).await.unwrap(),
+        2,
+        "the re-emitted event was written again"
+    );
+    assert_eq!(store.stream_version(&several).await.unwrap(), 5);
+    assert_eq!(
+        store
+            .stream_version(&StreamId::new("shipment", "s-20"))
+            .await
+            .unwrap(),
+        1
     );
 }
 
@@ -459,6 +566,7 @@ conformance!(
     a_batch_commits_its_effects_and_checkpoint_together,
     a_batch_read_from_a_stale_checkpoint_commits_nothing,
     a_conflicting_emit_fails_the_whole_batch,
+    a_batch_emits_to_many_streams_in_order,
     parked_events_can_be_listed_replayed_and_skipped,
     reset_moves_the_checkpoint_and_can_clear_state,
     state_scans_by_exact_prefix_in_key_order,

@@ -4,6 +4,7 @@
 //! applications call inside their own transactions, so both ways in behave alike. Reads in
 //! subscription order follow the `(order_tx, position)` rule explained in that migration.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -382,6 +383,230 @@ pub(super) async fn append_rows<'e>(
     Ok(appended)
 }
 
+/// Runs several appends in `connection`'s transaction, in order, with the outcome of
+/// [`append_rows`] one by one; `failed` turns an append's error into the caller's (naming the
+/// append at `index`). Appends to distinct streams whose event ids are all new (a policy's
+/// batch emitting to hundreds of streams) take three statements whatever their number; any
+/// other mix (a stream or an id twice, an id already stored: a retry) goes append by append,
+/// where `eventhost.append_quiet()`'s rules for duplicates apply.
+pub(super) async fn append_each(
+    connection: &mut PgConnection,
+    appends: &[PendingAppend],
+    prepared: &[Vec<PreparedEvent>],
+    failed: impl Fn(usize, StoreError) -> StoreError,
+) -> Result<Vec<Appended>, StoreError> {
+    if appends.len() > 1
+        && all_distinct(appends, prepared)
+        && !any_stored(connection, prepared).await?
+    {
+        return append_together(connection, appends, prepared, failed).await;
+    }
+    let mut done = Vec::with_capacity(appends.len());
+    for (index, (append, prepared)) in appends.iter().zip(prepared).enumerate() {
+        let appended = append_rows(&mut *connection, &append.stream, append.expected, prepared)
+            .await
+            .map_err(|error| failed(index, append_error(error, &append.stream, append.expected)))?;
+        done.push(appended);
+    }
+    Ok(done)
+}
+
+/// Whether no stream and no event id appears twice among `appends`.
+fn all_distinct(appends: &[PendingAppend], prepared: &[Vec<PreparedEvent>]) -> bool {
+    let mut streams = HashSet::with_capacity(appends.len());
+    let mut ids = HashSet::new();
+    appends.iter().all(|append| streams.insert(&append.stream))
+        && prepared.iter().flatten().all(|event| ids.insert(event.id))
+}
+
+/// Whether any of the events' ids is already stored. Sent as an unnamed statement, which
+/// PostgreSQL plans with the ids at hand each time: a cached generic plan could scan the
+/// whole table (see migrations/postgres/0012_append_id_lookup.sql).
+async fn any_stored(
+    connection: &mut PgConnection,
+    prepared: &[Vec<PreparedEvent>],
+) -> Result<bool, StoreError> {
+    let ids: Vec<uuid::Uuid> = prepared.iter().flatten().map(|event| event.id).collect();
+    let stored =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM eventhost.events WHERE id = ANY($1))")
+            .bind(ids)
+            .persistent(false)
+            .fetch_one(connection)
+            .await?;
+    Ok(stored)
+}
+
+/// Appends to distinct streams, none of whose event ids is stored, as
+/// `eventhost.append_quiet()` would one by one: each stream's row is locked (or created) and
+/// raised by its events in one statement, in a fixed order so that two such commits cannot
+/// deadlock; each expected version is checked against the version before; then every event
+/// is inserted in one statement, in the appends' order, with its stream's `order_tx`.
+async fn append_together(
+    connection: &mut PgConnection,
+    appends: &[PendingAppend],
+    prepared: &[Vec<PreparedEvent>],
+    failed: impl Fn(usize, StoreError) -> StoreError,
+) -> Result<Vec<Appended>, StoreError> {
+    let counts = prepared
+        .iter()
+        .map(|events| sql_int(events.len() as u64, "events"))
+        .collect::<Result<Vec<i64>, StoreError>>()?;
+    let rows = sqlx::query(
+        "INSERT INTO eventhost.streams AS s (aggregate_type, aggregate_id, version, order_tx)
+         SELECT t, i, n, pg_current_xact_id()
+         FROM unnest($1::text[], $2::text[], $3::bigint[]) AS a(t, i, n)
+         ORDER BY t, i
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+             SET version  = s.version + excluded.version,
+                 order_tx = greatest(s.order_tx, excluded.order_tx)
+         RETURNING s.aggregate_type, s.aggregate_id, s.version, s.order_tx::text",
+    )
+    .bind(
+        appends
+            .iter()
+            .map(|a| a.stream.aggregate_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        appends
+            .iter()
+            .map(|a| a.stream.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(&counts)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut raised = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let stream = StreamId::new(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+        let version: i64 = row.try_get(2)?;
+        let order_tx: String = row.try_get(3)?;
+        raised.insert(stream, (from_sql_int(version), order_tx));
+    }
+
+    let total: usize = prepared.iter().map(Vec::len).sum();
+    let mut columns = EventColumns::with_capacity(total);
+    let mut versions = Vec::with_capacity(appends.len());
+    for (index, (append, events)) in appends.iter().zip(prepared).enumerate() {
+        let Some((after, order_tx)) = raised.get(&append.stream) else {
+            return Err(StoreError::Corrupt(format!(
+                "the streams' update did not return stream {}",
+                append.stream
+            )));
+        };
+        let before = after.checked_sub(events.len() as u64).ok_or_else(|| {
+            StoreError::Corrupt(format!("stream {} is at version {after}", append.stream))
+        })?;
+        let expected = match append.expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(version) => Some(version),
+        };
+        if expected.is_some_and(|expected| expected != before) {
+            let conflict = StoreError::Conflict {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual: before,
+            };
+            return Err(failed(index, conflict));
+        }
+        versions.push(before);
+        for (offset, event) in events.iter().enumerate() {
+            columns.push(order_tx, &append.stream, before + 1 + offset as u64, event)?;
+        }
+    }
+    let positions: HashMap<uuid::Uuid, i64> = sqlx::query_as(
+        "INSERT INTO eventhost.events
+             (order_tx, id, aggregate_type, aggregate_id, version, event_type, payload, metadata)
+         SELECT x::xid8, id, t, i, v, et, p::jsonb, m::jsonb
+         FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                     $7::text[], $8::text[]) WITH ORDINALITY AS e(x, id, t, i, v, et, p, m, ord)
+         ORDER BY ord
+         RETURNING id, position",
+    )
+    .bind(columns.order_tx)
+    .bind(columns.id)
+    .bind(columns.aggregate_type)
+    .bind(columns.aggregate_id)
+    .bind(columns.version)
+    .bind(columns.event_type)
+    .bind(columns.payload)
+    .bind(columns.metadata)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .collect();
+    prepared
+        .iter()
+        .zip(versions)
+        .map(|(events, before)| {
+            let events = events
+                .iter()
+                .enumerate()
+                .map(|(offset, event)| {
+                    let position = positions.get(&event.id).ok_or_else(|| {
+                        StoreError::Corrupt(format!("the insert did not return event {}", event.id))
+                    })?;
+                    Ok(AppendedEvent {
+                        id: event.id,
+                        version: before + 1 + offset as u64,
+                        position: from_sql_int(*position),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Appended {
+                events,
+                duplicate: false,
+            })
+        })
+        .collect()
+}
+
+/// The events of several appends, column by column, as `append_together` inserts them.
+struct EventColumns<'a> {
+    order_tx: Vec<&'a str>,
+    id: Vec<uuid::Uuid>,
+    aggregate_type: Vec<&'a str>,
+    aggregate_id: Vec<&'a str>,
+    version: Vec<i64>,
+    event_type: Vec<&'a str>,
+    payload: Vec<&'a str>,
+    metadata: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn with_capacity(events: usize) -> Self {
+        Self {
+            order_tx: Vec::with_capacity(events),
+            id: Vec::with_capacity(events),
+            aggregate_type: Vec::with_capacity(events),
+            aggregate_id: Vec::with_capacity(events),
+            version: Vec::with_capacity(events),
+            event_type: Vec::with_capacity(events),
+            payload: Vec::with_capacity(events),
+            metadata: Vec::with_capacity(events),
+        }
+    }
+
+    fn push(
+        &mut self,
+        order_tx: &'a str,
+        stream: &'a StreamId,
+        version: Version,
+        event: &'a PreparedEvent,
+    ) -> Result<(), StoreError> {
+        self.order_tx.push(order_tx);
+        self.id.push(event.id);
+        self.aggregate_type.push(&stream.aggregate_type);
+        self.aggregate_id.push(&stream.aggregate_id);
+        self.version.push(sql_int(version, "version")?);
+        self.event_type.push(&event.event_type);
+        self.payload.push(&event.payload);
+        self.metadata.push(&event.metadata);
+        Ok(())
+    }
+}
+
 /// Encodes prepared events as the JSON array `eventhost.append_quiet()` takes, reusing each
 /// payload's already-encoded text.
 fn events_json(prepared: &[PreparedEvent]) -> String {
@@ -589,15 +814,10 @@ impl EventStore for PgStore {
     async fn append_all(&self, appends: &[PendingAppend]) -> Result<Vec<Appended>, StoreError> {
         let prepared = prepare_all(appends, self.limits)?;
         let mut tx = self.pool.begin().await?;
-        let mut done = Vec::with_capacity(appends.len());
-        for (index, (append, prepared)) in appends.iter().zip(&prepared).enumerate() {
-            let appended = append_rows(&mut *tx, &append.stream, append.expected, prepared)
-                .await
-                .map_err(|error| {
-                    append_error(error, &append.stream, append.expected).in_append(index)
-                })?;
-            done.push(appended);
-        }
+        let done = append_each(&mut tx, appends, &prepared, |index, error| {
+            error.in_append(index)
+        })
+        .await?;
         tx.commit().await?;
         if done.iter().any(|appended| !appended.duplicate) {
             self.notify_soon();

@@ -1,9 +1,10 @@
 //! The plans of the subscription reads and lag counts on a large table: each filtered read on
 //! its index and touching only the rows it returns, under custom and generic plans alike; a
-//! lag count near the head on its index.
+//! lag count near the head on its index; an append's look-up of its event ids on their index.
 //! Needs PostgreSQL at `DATABASE_URL` (default `postgres://root@127.0.0.1:5432/test`); makes a
 //! database of its own.
 
+use eventhost_domain::NewEvent;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
@@ -285,6 +286,70 @@ async fn filtered_reads_use_their_index_whatever_the_plan_cache_does() {
             "{filter:?}"
         );
     }
+    store.close().await;
+    db.drop_it().await;
+}
+
+/// An append looks up its event ids (is any already stored?) on `events_id_key` even on a
+/// connection whose first appends carried many ids each while the table was small: such a
+/// connection once kept a generic plan that scanned the whole table, on every append, until
+/// the next ANALYZE (migration 0012).
+#[tokio::test]
+async fn an_append_looks_up_its_ids_on_the_index_whatever_its_connection_planned_before() {
+    let db = Database::create().await;
+    let store = PgStore::connect(&db.url, StoreLimits::default())
+        .await
+        .expect("connect the store");
+    let mut connection = PgConnection::connect(&db.url).await.expect("a connection");
+    let append = async |connection: &mut PgConnection, stream: StreamId, events: usize| {
+        let events: Vec<NewEvent> = (0..events)
+            .map(|n| NewEvent::new("item.added", serde_json::json!({ "n": n })))
+            .collect();
+        let prepared = eventhost_domain::append::prepare(&stream, &events, store.limits())
+            .expect("valid events");
+        append_rows(connection, &stream, ExpectedVersion::NoStream, &prepared)
+            .await
+            .expect("append");
+    };
+    // Ten appends of 100 events each on a table of a few pages: enough calls for PostgreSQL
+    // to weigh a generic plan for the function's statements.
+    for n in 0..10 {
+        append(
+            &mut connection,
+            StreamId::new("bulk", format!("b-{n}")),
+            100,
+        )
+        .await;
+    }
+    fill(&store).await;
+
+    // This connection's scans of the events table not yet reported to the statistics
+    // (earlier appends' among them): the difference is the next append's.
+    let scans = async |connection: &mut PgConnection| -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables
+             WHERE relid = 'eventhost.events'::regclass",
+        )
+        .fetch_one(connection)
+        .await
+        .expect("this connection's scans of the events table")
+    };
+    let mut tx = connection.begin().await.expect("begin");
+    let (seq_before, index_before) = scans(&mut *tx).await;
+    append(&mut *tx, StreamId::new("item", "i-1"), 1).await;
+    let (seq_after, index_after) = scans(&mut *tx).await;
+    assert_eq!(
+        seq_after - seq_before,
+        0,
+        "the append scanned the whole events table ({} index scans)",
+        index_after - index_before
+    );
+    assert!(
+        index_after > index_before,
+        "the append looked up no id on an index"
+    );
+    tx.rollback().await.expect("roll back");
+    connection.close().await.expect("close");
     store.close().await;
     db.drop_it().await;
 }

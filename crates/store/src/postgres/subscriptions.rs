@@ -5,7 +5,7 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{PgStore, append_error, append_rows, deliveries, event_from_row, parse_tx};
+use super::{PgStore, append_each, deliveries, event_from_row, parse_tx};
 use crate::subscriptions::{Definition, like_prefix};
 use crate::{
     BatchCommit, Checkpoint, DefinedSubscription, Filter, ParkedEvent, ParkedSelection,
@@ -136,13 +136,14 @@ impl PgStore {
                 subscription: commit.subscription.clone(),
             });
         }
-        for append in &commit.appends {
-            let prepared =
-                eventhost_domain::append::prepare(&append.stream, &append.events, self.limits())?;
-            append_rows(&mut **tx, &append.stream, append.expected, &prepared)
-                .await
-                .map_err(|error| append_error(error, &append.stream, append.expected))?;
-        }
+        let prepared = commit
+            .appends
+            .iter()
+            .map(|append| {
+                eventhost_domain::append::prepare(&append.stream, &append.events, self.limits())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        append_each(tx, &commit.appends, &prepared, |_, error| error).await?;
         let (set, deleted): (Vec<_>, Vec<_>) =
             commit.state.iter().partition(|(_, value)| value.is_some());
         if !set.is_empty() {
