@@ -283,6 +283,30 @@ fn only_artifact(cache: &Path) -> PathBuf {
     artifacts[0].clone()
 }
 
+/// A plugin compiled on its first load runs from the artifact it wrote, mapped from the
+/// file like a cached one (clean pages), not from a copy of its code in the heap.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_freshly_compiled_plugin_runs_from_its_artifact_file() {
+    let cache = cache_dir("cache-mapped");
+    let runtime = runtime(&cache);
+    let counter = load(&runtime, "counter", Limits::default())
+        .await
+        .expect("loads");
+    assert_eq!(counter.cache_outcome(), CacheOutcome::Compiled);
+    let artifact = only_artifact(&cache);
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("this process's mappings");
+    let artifact = artifact.to_string_lossy();
+    assert!(
+        maps.lines().any(|line| line.ends_with(artifact.as_ref())),
+        "{artifact} is not mapped"
+    );
+    let effects = handle(&counter, "all", 3)
+        .await
+        .expect("counter handles a batch");
+    assert_eq!(effects.state.get("count"), Some(&Some("3".to_owned())));
+}
+
 #[tokio::test]
 async fn a_corrupt_cached_artifact_is_recompiled_not_an_error() {
     let cache = cache_dir("cache-corrupt");

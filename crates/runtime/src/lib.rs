@@ -193,7 +193,7 @@ impl Runtime {
         load::check_header(&bytes)?;
         self.check_limits_fit_pool(&limits)?;
         let shared = Arc::clone(&self.shared);
-        let (component, cache) = tokio::task::spawn_blocking(move || compile(&shared, &bytes))
+        let (component, cache) = tokio::task::spawn_blocking(move || compile(&shared, bytes))
             .await
             .map_err(|error| LoadError::Compile(format!("the compiler task failed: {error}")))??;
         load::check_world(&self.shared.engine, &component)?;
@@ -240,17 +240,21 @@ impl Runtime {
     }
 }
 
+/// Compiles `bytes` (or loads their cached artifact), then drops them and hands what the
+/// compiler freed back to the system (see [`cache::release_freed_memory`]).
 fn compile(
     shared: &Shared,
-    bytes: &[u8],
+    bytes: Vec<u8>,
 ) -> Result<(wasmtime::component::Component, CacheOutcome), LoadError> {
-    match &shared.cache {
-        Some(cache) => cache.load_or_compile(&shared.engine, bytes),
-        None => Ok((
-            cache::compile(&shared.engine, bytes)?,
-            CacheOutcome::Compiled,
-        )),
+    let compiled = match &shared.cache {
+        Some(cache) => cache.load_or_compile(&shared.engine, &bytes),
+        None => cache::compile(&shared.engine, &bytes).map(|c| (c, CacheOutcome::Compiled)),
+    };
+    drop(bytes);
+    if !matches!(compiled, Ok((_, CacheOutcome::Hit))) {
+        cache::release_freed_memory();
     }
+    compiled
 }
 
 fn mismatch(error: wasmtime::Error) -> LoadError {
