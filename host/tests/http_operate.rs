@@ -37,15 +37,18 @@ fn ten_events_one_poison() -> Value {
     json!({ "events": events })
 }
 
-/// The plugin's count (its state entry `count`), through the API.
-async fn count(api: &ApiClient) -> u64 {
+/// The plugin's count (its state entry `count`), through the API; an error while the
+/// subscription is not defined yet (the daemon serves its API before its plugins load).
+async fn count(api: &ApiClient) -> Result<u64, String> {
     let reply = api
         .get(&format!(
             "/v1/subscriptions/{SUBSCRIPTION}/state?prefix=count"
         ))
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    reply.body["entries"]
+    if reply.status != StatusCode::OK {
+        return Err(format!("state: {} {:?}", reply.status, reply.body));
+    }
+    Ok(reply.body["entries"]
         .as_array()
         .and_then(|entries| entries.first())
         .map_or(0, |entry| {
@@ -53,7 +56,7 @@ async fn count(api: &ApiClient) -> u64 {
                 .as_u64()
                 .or_else(|| entry["value"].as_str().and_then(|text| text.parse().ok()))
                 .unwrap_or_else(|| panic!("count is not a number: {entry}"))
-        })
+        }))
 }
 
 /// Waits until the API shows `counted` events counted, lag 0 and `parked` parked events.
@@ -67,7 +70,7 @@ async fn settle(daemon: &mut Daemon, api: &ApiClient, counted: u64, parked: usiz
                 .and_then(|list| list.iter().find(|s| s["name"] == SUBSCRIPTION))
                 .map(|s| s["lag"].as_u64().unwrap_or(u64::MAX));
             let seen = (
-                count(api).await,
+                count(api).await?,
                 lag,
                 api.get("/v1/parked").await.body["parked"]
                     .as_array()
