@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::engine::{self, Interruption};
 use super::error::{LoadError, RuntimeError};
 
 /// Where a loaded component came from.
@@ -57,13 +58,15 @@ impl ArtifactCache {
             .join(format!("{digest}-{}.cwasm", self.engine_digest))
     }
 
-    /// Loads the cached artifact for `wasm`, or compiles it, stores the artifact and loads it
-    /// from there. Either way the component's code is mapped from its file: clean pages the
-    /// kernel shares and may drop, where a component compiled in memory keeps its code (tens
-    /// of MB for an interpreter) in the heap for as long as it runs.
+    /// Loads the cached artifact for `wasm`, or compiles it (on an engine of its own, dropped
+    /// after: see [`engine::compiler`]), stores the artifact and loads it from there. Either
+    /// way the component's code is mapped from its file: clean pages the kernel shares and
+    /// may drop, where a component compiled in memory keeps its code (tens of MB for an
+    /// interpreter) in the heap for as long as it runs.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
+        interruption: Interruption,
         wasm: &[u8],
     ) -> Result<(Component, CacheOutcome), LoadError> {
         let path = self.artifact_path(wasm);
@@ -77,9 +80,7 @@ impl ArtifactCache {
             },
             false => CacheOutcome::Compiled,
         };
-        let artifact = engine
-            .precompile_component(wasm)
-            .map_err(|error| LoadError::Compile(format!("{error:#}")))?;
+        let artifact = precompile(interruption, wasm)?;
         let stored = self.store(&artifact, &path);
         let component = match stored {
             Ok(()) => {
@@ -114,6 +115,39 @@ impl ArtifactCache {
         Ok(())
     }
 }
+
+/// Compiles `wasm` to an artifact on an engine and threads of its own, all gone when it
+/// returns: the compiler keeps per-thread state (contexts, scratch buffers sized by the
+/// largest function compiled: tens of MB for an interpreter's), which would otherwise stay
+/// with the daemon's engine and the process-wide compile threads for the daemon's life.
+fn precompile(interruption: Interruption, wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
+    let (exited, exits) = std::sync::mpsc::channel();
+    let threads = rayon::ThreadPoolBuilder::new()
+        .thread_name(|n| format!("eventhost-compile-{n}"))
+        .exit_handler(move |_| {
+            let _ = exited.send(());
+        })
+        .build()
+        .map_err(|error| {
+            LoadError::Compile(format!("cannot start the compile threads: {error}"))
+        })?;
+    let count = threads.current_num_threads();
+    let compiler =
+        engine::compiler(interruption).map_err(|error| LoadError::Compile(error.to_string()))?;
+    let artifact = threads.install(|| compiler.precompile_component(wasm));
+    drop(compiler);
+    // The pool's threads end after the drop, each freeing its own state as it exits.
+    drop(threads);
+    for _ in 0..count {
+        if exits.recv_timeout(THREAD_EXIT).is_err() {
+            break;
+        }
+    }
+    artifact.map_err(|error| LoadError::Compile(format!("{error:#}")))
+}
+
+/// How long a compile waits for each of its threads to end before going on without it.
+const THREAD_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Compiles `wasm` in memory (no cache configured: the harness).
 pub(crate) fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component, LoadError> {

@@ -89,6 +89,15 @@ pub(crate) fn build(
     }
 }
 
+/// An engine that only compiles: the daemon's code settings, without an instance pool. The
+/// compiler keeps a context per thread in its engine for reuse, tens of MB each after the
+/// large functions of an interpreter (Python's, JavaScript's); compiling on an engine that
+/// is dropped afterwards lets that memory go back to the system.
+pub(crate) fn compiler(interruption: Interruption) -> Result<Engine, RuntimeError> {
+    Engine::new(&base_config(interruption))
+        .map_err(|error| RuntimeError::Engine(format!("{error:#}")))
+}
+
 fn base_config(interruption: Interruption) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);

@@ -247,7 +247,7 @@ fn compile(
     bytes: Vec<u8>,
 ) -> Result<(wasmtime::component::Component, CacheOutcome), LoadError> {
     let compiled = match &shared.cache {
-        Some(cache) => cache.load_or_compile(&shared.engine, &bytes),
+        Some(cache) => cache.load_or_compile(&shared.engine, shared.interruption, &bytes),
         None => cache::compile(&shared.engine, &bytes).map(|c| (c, CacheOutcome::Compiled)),
     };
     drop(bytes);
