@@ -1412,3 +1412,61 @@ async fn members_see_the_plugins_their_peers_run() {
     let daemons = f.store.daemons().await.unwrap();
     assert_eq!(daemons[1].plugins, runs("0.2.0 #bbbb"));
 }
+
+/// Two daemons starting together define the same new subscription at once: the one whose
+/// insert waits for the other's commit takes the row the other made, rather than failing
+/// (it once failed on the primary key, and that daemon rejected the plugin).
+#[tokio::test]
+async fn a_subscription_defined_by_two_daemons_at_once_is_defined_for_both() {
+    let f = fixture().await;
+    let name = "probe.all";
+    let mut other = f.app.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO eventhost.subscriptions
+             (name, plugin, aggregate_types, event_types, checkpoint_tx, checkpoint_position)
+         VALUES ($1, 'probe', '{}', '{}', 0, 0)",
+    )
+    .bind(name)
+    .execute(&mut *other)
+    .await
+    .expect("the other daemon creates the row");
+    let store = f.store.clone();
+    let defining = tokio::spawn(async move {
+        store
+            .define_subscriptions(
+                "probe",
+                &[SubscriptionDefinition {
+                    name: name.to_owned(),
+                    filter: Filter::default(),
+                    start: Checkpoint::ORIGIN,
+                }],
+            )
+            .await
+    });
+    // Until the store's insert waits on the other daemon's row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&f.app)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store's definition never waited"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
+    other.commit().await.unwrap();
+    let defined = defining
+        .await
+        .unwrap()
+        .expect("the definition takes the row the other daemon made");
+    assert_eq!(defined[0].record.name, name);
+    assert!(!defined[0].restarted);
+}

@@ -267,68 +267,76 @@ async fn define_in(
     plugin: &str,
     definition: &SubscriptionDefinition,
 ) -> Result<DefinedSubscription, StoreError> {
-    let stored = sqlx::query(
-        "SELECT aggregate_types, event_types FROM eventhost.subscriptions
-         WHERE name = $1 FOR UPDATE",
-    )
-    .bind(&definition.name)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|row| {
-        Ok::<_, sqlx::Error>(Filter {
-            aggregate_types: row.try_get("aggregate_types")?,
-            event_types: row.try_get("event_types")?,
-        })
-    })
-    .transpose()?;
-    let action = Definition::of(definition, stored);
-    let (sql, binds_start) = match action {
-        Definition::Create => (
-            concat!(
-                "INSERT INTO eventhost.subscriptions
-                     (name, plugin, aggregate_types, event_types, checkpoint_tx,
-                      checkpoint_position)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 RETURNING ",
-                subscription_columns!()
-            ),
-            true,
-        ),
-        Definition::Keep => (
-            concat!(
-                "UPDATE eventhost.subscriptions
-                 SET plugin = $2, aggregate_types = $3, event_types = $4, status = 'running',
-                     updated_at = now()
-                 WHERE name = $1
-                 RETURNING ",
-                subscription_columns!()
-            ),
-            false,
-        ),
-        Definition::Restart => (
-            concat!(
-                "UPDATE eventhost.subscriptions
-                 SET plugin = $2, aggregate_types = $3, event_types = $4, status = 'running',
-                     checkpoint_tx = $5, checkpoint_position = $6, last_error = NULL,
-                     revision = revision + 1, updated_at = now()
-                 WHERE name = $1
-                 RETURNING ",
-                subscription_columns!()
-            ),
-            true,
-        ),
-    };
-    let mut query = sqlx::query(sql)
+    // Two daemons starting together may both find no row and both create it: the second
+    // insert waits for the first's commit, then does nothing, and this looks again (each
+    // statement sees what committed before it), now finding the row to keep or restart.
+    let (row, action) = loop {
+        let stored = sqlx::query(
+            "SELECT aggregate_types, event_types FROM eventhost.subscriptions
+             WHERE name = $1 FOR UPDATE",
+        )
         .bind(&definition.name)
-        .bind(plugin)
-        .bind(&definition.filter.aggregate_types)
-        .bind(&definition.filter.event_types);
-    if binds_start {
-        query = query
-            .bind(sql_int(definition.start.tx(), "checkpoint")?)
-            .bind(sql_int(definition.start.position(), "checkpoint")?);
-    }
-    let row = query.fetch_one(&mut **tx).await?;
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| {
+            Ok::<_, sqlx::Error>(Filter {
+                aggregate_types: row.try_get("aggregate_types")?,
+                event_types: row.try_get("event_types")?,
+            })
+        })
+        .transpose()?;
+        let action = Definition::of(definition, stored);
+        let (sql, binds_start) = match action {
+            Definition::Create => (
+                concat!(
+                    "INSERT INTO eventhost.subscriptions
+                         (name, plugin, aggregate_types, event_types, checkpoint_tx,
+                          checkpoint_position)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (name) DO NOTHING
+                     RETURNING ",
+                    subscription_columns!()
+                ),
+                true,
+            ),
+            Definition::Keep => (
+                concat!(
+                    "UPDATE eventhost.subscriptions
+                     SET plugin = $2, aggregate_types = $3, event_types = $4, status = 'running',
+                         updated_at = now()
+                     WHERE name = $1
+                     RETURNING ",
+                    subscription_columns!()
+                ),
+                false,
+            ),
+            Definition::Restart => (
+                concat!(
+                    "UPDATE eventhost.subscriptions
+                     SET plugin = $2, aggregate_types = $3, event_types = $4, status = 'running',
+                         checkpoint_tx = $5, checkpoint_position = $6, last_error = NULL,
+                         revision = revision + 1, updated_at = now()
+                     WHERE name = $1
+                     RETURNING ",
+                    subscription_columns!()
+                ),
+                true,
+            ),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(&definition.name)
+            .bind(plugin)
+            .bind(&definition.filter.aggregate_types)
+            .bind(&definition.filter.event_types);
+        if binds_start {
+            query = query
+                .bind(sql_int(definition.start.tx(), "checkpoint")?)
+                .bind(sql_int(definition.start.position(), "checkpoint")?);
+        }
+        if let Some(row) = query.fetch_optional(&mut **tx).await? {
+            break (row, action);
+        }
+    };
     let restarted = action == Definition::Restart;
     if restarted {
         for sql in [
