@@ -154,10 +154,10 @@ pub(crate) fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component, LoadErr
     Component::new(engine, wasm).map_err(|error| LoadError::Compile(format!("{error:#}")))
 }
 
-/// Hands the memory the compiler freed back to the system. glibc's allocator keeps freed
-/// memory in its arenas, one per thread that allocated, for later allocations; a compile of
-/// an interpreter's component (Python's, JavaScript's) on wasmtime's compiler threads leaves
-/// about 300 MB there, resident for the daemon's life, unless trimmed.
+/// Hands the memory a load freed back to the system. glibc's allocator keeps freed memory in
+/// its arenas, one per thread that allocated, for later allocations; a compile of an
+/// interpreter's component (Python's, JavaScript's) and the plugin's bytes leave hundreds of
+/// MB there, resident for the daemon's life, unless trimmed.
 pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns wholly free pages of the allocator's arenas to the

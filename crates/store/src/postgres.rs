@@ -497,19 +497,8 @@ async fn append_together(
         let before = after.checked_sub(events.len() as u64).ok_or_else(|| {
             StoreError::Corrupt(format!("stream {} is at version {after}", append.stream))
         })?;
-        let expected = match append.expected {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::NoStream => Some(0),
-            ExpectedVersion::Exact(version) => Some(version),
-        };
-        if expected.is_some_and(|expected| expected != before) {
-            let conflict = StoreError::Conflict {
-                stream: append.stream.clone(),
-                expected: append.expected,
-                actual: before,
-            };
-            return Err(failed(index, conflict));
-        }
+        eventhost_domain::append::check_version(&append.stream, append.expected, before)
+            .map_err(|conflict| failed(index, conflict.into()))?;
         versions.push(before);
         for (offset, event) in events.iter().enumerate() {
             columns.push(order_tx, &append.stream, before + 1 + offset as u64, event)?;
