@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{ExpectedVersion, NewEvent, StreamId, StreamRead};
 use eventhost_store::{BatchLimit, Checkpoint, EventStore, Filter, StoreError};
 use serde_json::json;
 use uuid::Uuid;
@@ -380,6 +380,76 @@ async fn racing_writers_with_the_same_expected_version_have_one_winner(
     assert_eq!(store.stream_version(&order("race")).await.unwrap(), 2);
 }
 
+async fn streams_read_together_answer_each_read_in_order(store: &impl EventStore) {
+    let events: Vec<NewEvent> = (1..=5).map(|n| event("e", n)).collect();
+    store
+        .append(&order("r-1"), ExpectedVersion::NoStream, &events)
+        .await
+        .unwrap();
+    store
+        .append(&order("r-2"), ExpectedVersion::NoStream, &events[..2])
+        .await
+        .unwrap();
+    let read = |id: &str, from_version: u64, limit: usize| StreamRead {
+        stream: order(id),
+        from_version,
+        limit,
+    };
+    let pages = store
+        .read_streams(
+            &[
+                read("r-1", 2, 2),
+                read("missing", 1, 10),
+                read("r-2", 1, 10),
+                read("r-1", 1, 0),
+                read("r-1", 4, 100),
+                read("r-2", 3, 10),
+            ],
+            usize::MAX,
+        )
+        .await
+        .unwrap();
+    let shapes: Vec<(u64, Vec<u64>)> = pages
+        .iter()
+        .map(|page| {
+            let versions = page.events.iter().map(|e| e.version).collect();
+            (page.version, versions)
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            (5, vec![2, 3]),
+            (0, vec![]),
+            (2, vec![1, 2]),
+            (5, vec![]),
+            (5, vec![4, 5]),
+            (2, vec![]),
+        ]
+    );
+    let single = store.read_stream(&order("r-1"), 2, 2).await.unwrap();
+    assert_eq!(pages[0].events, single, "the same events as read-stream");
+    assert!(pages[4].events.iter().all(|e| e.aggregate_id == "r-1"));
+    assert!(
+        store
+            .read_streams(&[], usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Past its bytes, a read still gives every version, and events as a prefix.
+    let cut = store
+        .read_streams(&[read("r-1", 1, 10), read("r-2", 1, 10)], 1)
+        .await
+        .unwrap();
+    let shapes: Vec<(u64, usize)> = cut
+        .iter()
+        .map(|page| (page.version, page.events.len()))
+        .collect();
+    assert_eq!(shapes, [(5, 1), (2, 0)]);
+    assert_eq!(cut[0].events[0].version, 1);
+}
+
 /// Follows the subscription order from the origin until `expected` events have come,
 /// checking that checkpoints only grow and no event comes twice, then that nothing more
 /// comes. PostgreSQL makes an event readable only once every older transaction in the
@@ -430,4 +500,5 @@ conformance!(
     a_batch_ends_after_the_event_that_reaches_its_byte_bound,
     head_is_after_every_readable_event,
     racing_writers_with_the_same_expected_version_have_one_winner,
+    streams_read_together_answer_each_read_in_order,
 );

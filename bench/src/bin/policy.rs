@@ -1,8 +1,9 @@
 //! A policy at work: the shipping-policy plugin (`dist/plugins/shipping-policy.wasm`, Rust)
 //! against a native Rust handler doing the same work through the same pipeline, in one run.
-//! For each `order.paid` event both read the order's stream to find its `order.created`
-//! (`read-stream`), check that no shipment stream exists yet, and emit a
-//! `shipment.requested` to a new stream of its own, committed with the batch.
+//! For each `order.paid` event both read the order's stream to find its `order.created`, check
+//! that no shipment stream exists yet (one `read-streams` per batch for all its orders and
+//! shipments), and emit a `shipment.requested` to a new stream of its own, committed with
+//! the batch.
 //!
 //! 1. Catch-up: `--orders` orders (each `order.created` then `order.paid`, one append per
 //!    order) are appended once; each handler alone then runs through the real pipeline
@@ -33,7 +34,7 @@ use eventhost_bench::{
 };
 use eventhost_dispatch::plugins::{SinkNames, load_plugin};
 use eventhost_dispatch::{Dispatchable, Handler};
-use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId};
+use eventhost_domain::{Event, ExpectedVersion, NewEvent, StreamId, StreamRead};
 use eventhost_runtime::{
     Effects, Emit, FileRules, HandleError, PluginInfo, Reads, Runtime, RuntimeConfig, StartFrom,
     SubscriptionSpec,
@@ -303,18 +304,40 @@ impl NativePolicy {
         }
     }
 
+    /// One read of every paid order's stream and its shipment stream's version, as the
+    /// plugin's `read-streams` call makes.
     async fn ship(&self, batch: &[Event], reads: Arc<dyn Reads>) -> Result<Effects, HandleError> {
-        let host = |message: String| HandleError::Host { message };
-        let mut effects = Effects::default();
-        for paid in batch
+        let paid: Vec<&Event> = batch
             .iter()
             .filter(|event| event.event_type == "order.paid")
-        {
-            let history = reads
-                .read_stream(&paid.stream(), 1, 1000)
-                .await
-                .map_err(|error| host(error.to_string()))?;
-            let customer = history
+            .collect();
+        let asked: Vec<StreamRead> = paid
+            .iter()
+            .flat_map(|paid| {
+                [
+                    StreamRead {
+                        stream: paid.stream(),
+                        from_version: 1,
+                        limit: 1000,
+                    },
+                    StreamRead {
+                        stream: shipment_of(paid),
+                        from_version: 1,
+                        limit: 0,
+                    },
+                ]
+            })
+            .collect();
+        let pages = reads
+            .read_streams(&asked, usize::MAX)
+            .await
+            .map_err(|error| HandleError::Host {
+                message: error.to_string(),
+            })?;
+        let mut effects = Effects::default();
+        for (paid, pages) in paid.into_iter().zip(pages.chunks(2)) {
+            let customer = pages[0]
+                .events
                 .iter()
                 .find(|event| event.event_type == "order.created")
                 .and_then(|event| {
@@ -325,12 +348,7 @@ impl NativePolicy {
             let Some(customer) = customer else {
                 continue;
             };
-            let shipment = StreamId::new("shipment-native", &paid.aggregate_id);
-            let version = reads
-                .stream_version(&shipment)
-                .await
-                .map_err(|error| host(error.to_string()))?;
-            if version != 0 {
+            if pages[1].version != 0 {
                 continue;
             }
             let mut requested = NewEvent::new(
@@ -341,13 +359,18 @@ impl NativePolicy {
                 .metadata
                 .insert("causation-id".to_owned(), paid.id.to_string());
             effects.emitted.push(Emit {
-                stream: shipment,
+                stream: shipment_of(paid),
                 expected: ExpectedVersion::NoStream,
                 events: vec![requested],
             });
         }
         Ok(effects)
     }
+}
+
+/// The native policy's shipment stream for the order `paid` names.
+fn shipment_of(paid: &Event) -> StreamId {
+    StreamId::new("shipment-native", &paid.aggregate_id)
 }
 
 impl Handler for NativePolicy {

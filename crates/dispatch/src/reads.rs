@@ -3,7 +3,7 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use eventhost_domain::{Event, StreamId, Version};
+use eventhost_domain::{Event, StreamId, StreamPage, StreamRead, Version};
 use eventhost_runtime::{ReadError, Reads};
 use eventhost_store::{EventStore, Store, StoreError, SubscriptionStore};
 
@@ -82,6 +82,20 @@ impl Reads for StoreReads {
         async move {
             self.0
                 .read_stream(stream, from_version, limit as usize)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn read_streams<'a>(
+        &'a self,
+        reads: &'a [StreamRead],
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamPage>, ReadError>> {
+        async move {
+            self.0
+                .read_streams(reads, max_bytes)
                 .await
                 .map_err(unavailable)
         }

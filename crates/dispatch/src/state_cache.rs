@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use eventhost_domain::{Event, StreamId, Version};
+use eventhost_domain::{Event, StreamId, StreamPage, StreamRead, Version};
 use eventhost_runtime::{ReadError, Reads};
 
 /// What one entry is counted as beyond its key and value: the map's node and the strings'
@@ -295,6 +295,14 @@ impl Reads for CachedReads {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<Event>, ReadError>> {
         self.inner.read_stream(stream, from_version, limit)
+    }
+
+    fn read_streams<'a>(
+        &'a self,
+        reads: &'a [StreamRead],
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamPage>, ReadError>> {
+        self.inner.read_streams(reads, max_bytes)
     }
 }
 

@@ -132,6 +132,23 @@ impl Event {
     }
 }
 
+/// One stream of a batch of stream reads: its events from `from_version` (inclusive), at
+/// most `limit` of them. A `limit` of 0 reads only the stream's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRead {
+    pub stream: StreamId,
+    pub from_version: Version,
+    pub limit: usize,
+}
+
+/// What one [`StreamRead`] found, as of one moment: the stream's committed version (0 when
+/// it does not exist) and the events asked for, in version order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamPage {
+    pub version: Version,
+    pub events: Vec<Event>,
+}
+
 /// A stored event's payload: valid JSON kept as its text, so events go from the store to a
 /// plugin (which takes text) without being parsed into a tree and printed again. Two payloads
 /// are equal when their JSON values are, whatever their spacing or key order.

@@ -18,6 +18,9 @@ pub mod retry;
 
 pub use append::{AppendError, Appended, AppendedEvent, PreparedEvent, StoreLimits};
 pub use checkpoint::{Checkpoint, InvalidCheckpoint};
-pub use event::{Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version};
+pub use event::{
+    Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, StreamPage,
+    StreamRead, Version,
+};
 pub use filter::Filter;
 pub use message::{Message, MessageError};

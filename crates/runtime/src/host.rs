@@ -24,7 +24,9 @@ use super::limits::{Limits, StoreLimiter};
 use super::outbox::{Grants, Outbox, Refusal};
 use super::output::LogSink;
 use super::reads::{ReadError, Reads};
-use eventhost_domain::{Event, Metadata, NewEvent, StoreLimits, StreamId, Version, append};
+use eventhost_domain::{
+    Event, Metadata, NewEvent, StoreLimits, StreamId, StreamRead, Version, append,
+};
 
 /// The most entries one `state-scan` or `read-stream` returns.
 const MAX_PAGE: u32 = 1000;
@@ -32,6 +34,10 @@ const MAX_PAGE: u32 = 1000;
 /// How many events a `read-stream` first asks the store for: most streams are shorter, and
 /// take one read.
 const FIRST_READ_CHUNK: usize = 16;
+
+/// The most events the first read of a `read-streams` call asks for, over all its streams;
+/// a stream that wants more than its share reads on as `read-stream` does.
+const FIRST_READS_EVENTS: usize = 1000;
 
 /// About how many bytes of events a `read-stream` asks the store for at once after its first
 /// read (sized by the events' average so far): what the daemon holds for a call beyond what
@@ -474,34 +480,112 @@ impl BatchState {
         limit: u32,
     ) -> Result<Vec<wit::Event>, wit::HostError> {
         let limit = limit.min(MAX_PAGE) as usize;
-        let mut events: Vec<wit::Event> = Vec::new();
-        let mut bytes = 0;
-        let mut next = from_version;
-        let mut ask = limit.min(FIRST_READ_CHUNK);
+        let mut page = Page::new(from_version);
+        let ask = page.next_ask(limit);
+        self.read_on(&stream, &mut page, limit, ask).await?;
+        Ok(page.events)
+    }
+
+    /// One read of every stream's version and first events (at most [`FIRST_READS_EVENTS`]
+    /// and about [`READ_CHUNK_BYTES`] in all), then, for a stream whose page ended before
+    /// its limit and its version, chunks as `read-stream` reads them. The versions read let
+    /// later emits skip their own read.
+    async fn read_streams(
+        &mut self,
+        reads: Vec<wit::StreamRead>,
+    ) -> Result<Vec<wit::StreamPage>, wit::HostError> {
+        if reads.len() > MAX_PAGE as usize {
+            return Err(wit::HostError::Invalid(format!(
+                "{} reads in one read-streams (at most {MAX_PAGE})",
+                reads.len()
+            )));
+        }
+        let reading = reads.iter().filter(|read| read.limit > 0).count();
+        let share = (FIRST_READS_EVENTS / reading.max(1)).max(1);
+        let limits: Vec<usize> = reads
+            .iter()
+            .map(|read| read.limit.min(MAX_PAGE) as usize)
+            .collect();
+        let asked: Vec<StreamRead> = reads
+            .into_iter()
+            .zip(&limits)
+            .map(|(read, &limit)| StreamRead {
+                stream: read.stream.into(),
+                from_version: read.from_version,
+                limit: limit.min(share),
+            })
+            .collect();
+        let (asked, found) = self
+            .read("reading streams", move |reads| {
+                async move {
+                    let found = reads.read_streams(&asked, READ_CHUNK_BYTES).await?;
+                    Ok((asked, found))
+                }
+                .boxed()
+            })
+            .await?;
+        if found.len() != asked.len() {
+            return Err(wit::HostError::Unavailable(format!(
+                "reading streams returned {} pages for {} reads",
+                found.len(),
+                asked.len()
+            )));
+        }
+        let mut pages = Vec::with_capacity(asked.len());
+        for ((read, limit), found) in asked.into_iter().zip(limits).zip(found) {
+            self.versions
+                .entry(read.stream.clone())
+                .or_insert(found.version);
+            let mut page = Page::new(read.from_version);
+            self.take(&mut page, found.events)?;
+            if page.events.len() < limit && page.next.max(1) <= found.version {
+                let ask = page.next_ask(limit);
+                self.read_on(&read.stream, &mut page, limit, ask).await?;
+            }
+            pages.push(wit::StreamPage {
+                version: found.version,
+                events: page.events,
+            });
+        }
+        Ok(pages)
+    }
+
+    /// Reads `stream` on into `page` until it holds `limit` events or the stream ends: `ask`
+    /// events first, then chunks of about [`READ_CHUNK_BYTES`].
+    async fn read_on(
+        &mut self,
+        stream: &StreamId,
+        page: &mut Page,
+        limit: usize,
+        mut ask: usize,
+    ) -> Result<(), wit::HostError> {
         while ask > 0 {
-            let read = stream.clone();
+            let (read, next) = (stream.clone(), page.next);
             let chunk = self
                 .read("reading the stream", move |reads| {
                     async move { reads.read_stream(&read, next, ask as u32).await }.boxed()
                 })
                 .await?;
             let exhausted = chunk.len() < ask;
-            for event in chunk {
-                let size = event.text_bytes();
-                self.charge_read(size)?;
-                bytes += size;
-                next = event.version + 1;
-                events.push(wit::Event::from(&event));
-            }
+            self.take(page, chunk)?;
             if exhausted {
                 break;
             }
-            let average = (bytes / events.len().max(1)).max(1);
-            ask = (READ_CHUNK_BYTES / average)
-                .max(1)
-                .min(limit - events.len());
+            ask = page.next_ask(limit);
         }
-        Ok(events)
+        Ok(())
+    }
+
+    /// Adds `chunk` to `page`, charging each event's bytes to the batch as it goes.
+    fn take(&mut self, page: &mut Page, chunk: Vec<Event>) -> Result<(), wit::HostError> {
+        for event in chunk {
+            let size = event.text_bytes();
+            self.charge_read(size)?;
+            page.bytes += size;
+            page.next = event.version + 1;
+            page.events.push(wit::Event::from(&event));
+        }
+        Ok(())
     }
 
     fn deliver(&mut self, sink: String, message: wit::Message) -> Result<String, wit::HostError> {
@@ -520,6 +604,36 @@ impl BatchState {
         }
         self.read_bytes = read;
         Ok(())
+    }
+}
+
+/// The events of one stream read so far for a guest.
+struct Page {
+    events: Vec<wit::Event>,
+    bytes: usize,
+    /// The version to read from next.
+    next: Version,
+}
+
+impl Page {
+    fn new(from_version: Version) -> Self {
+        Self {
+            events: Vec::new(),
+            bytes: 0,
+            next: from_version,
+        }
+    }
+
+    /// How many events to ask for next, towards `limit`: [`FIRST_READ_CHUNK`] before any,
+    /// then about [`READ_CHUNK_BYTES`] of them, sized by the average so far.
+    fn next_ask(&self, limit: usize) -> usize {
+        if self.events.is_empty() {
+            return limit.min(FIRST_READ_CHUNK);
+        }
+        let average = (self.bytes / self.events.len()).max(1);
+        (READ_CHUNK_BYTES / average)
+            .max(1)
+            .min(limit - self.events.len())
     }
 }
 
@@ -612,6 +726,13 @@ impl Host for HostState {
         self.batch()?
             .read_stream(stream.into(), from_version, limit)
             .await
+    }
+
+    async fn read_streams(
+        &mut self,
+        reads: Vec<wit::StreamRead>,
+    ) -> Result<Vec<wit::StreamPage>, wit::HostError> {
+        self.batch()?.read_streams(reads).await
     }
 
     async fn deliver(
@@ -989,6 +1110,222 @@ mod tests {
         assert!(
             matches!(&over, Err(wit::HostError::LimitExceeded(message)) if message.contains("bytes of events read")),
             "{over:?}"
+        );
+    }
+
+    /// Streams read only through `read_streams`, as a store answers it: `order/o-1` at
+    /// version 2 and `big/*` streams of 2,500 events with payloads of `payload_bytes`; a
+    /// version read on its own fails.
+    struct OneRead {
+        payload_bytes: usize,
+    }
+
+    impl Reads for OneRead {
+        fn state_get<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, ReadError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn state_scan<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Option<&'a str>,
+            _: u32,
+        ) -> BoxFuture<'a, Result<Vec<(String, String)>, ReadError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn stream_version<'a>(
+            &'a self,
+            _: &'a StreamId,
+        ) -> BoxFuture<'a, Result<Version, ReadError>> {
+            Box::pin(async { Err(ReadError::new("a version read of its own")) })
+        }
+
+        fn read_stream<'a>(
+            &'a self,
+            stream: &'a StreamId,
+            from: Version,
+            limit: u32,
+        ) -> BoxFuture<'a, Result<Vec<Event>, ReadError>> {
+            let big = BigStream {
+                events: if stream.aggregate_type == "big" {
+                    2500
+                } else {
+                    0
+                },
+                payload_bytes: self.payload_bytes,
+            };
+            Box::pin(async move { big.read_stream(stream, from, limit).await })
+        }
+
+        fn read_streams<'a>(
+            &'a self,
+            reads: &'a [StreamRead],
+            max_bytes: usize,
+        ) -> BoxFuture<'a, Result<Vec<eventhost_domain::StreamPage>, ReadError>> {
+            Box::pin(async move {
+                let mut pages = Vec::new();
+                let mut held = 0;
+                for read in reads {
+                    let version = match read.stream.aggregate_type.as_str() {
+                        "big" => 2500,
+                        _ if read.stream.aggregate_id == "o-1" => 2,
+                        _ => 0,
+                    };
+                    let limit = u32::try_from(read.limit).unwrap();
+                    let mut events = self
+                        .read_stream(&read.stream, read.from_version, limit)
+                        .await?;
+                    let within = events
+                        .iter()
+                        .take_while(|event| {
+                            let before = held;
+                            held += event.text_bytes();
+                            before < max_bytes
+                        })
+                        .count();
+                    events.truncate(within);
+                    pages.push(eventhost_domain::StreamPage { version, events });
+                }
+                Ok(pages)
+            })
+        }
+    }
+
+    fn one_read_batch(payload_bytes: usize) -> BatchState {
+        BatchState::new(
+            "p.s".to_owned(),
+            Arc::new(OneRead { payload_bytes }),
+            Limits::default(),
+            StoreLimits::default(),
+            Grants::default(),
+            &[],
+        )
+    }
+
+    fn stream_read(stream: &StreamId, from_version: u64, limit: u32) -> wit::StreamRead {
+        wit::StreamRead {
+            stream: stream.into(),
+            from_version,
+            limit,
+        }
+    }
+
+    #[tokio::test]
+    async fn emits_to_streams_read_together_check_the_versions_read_without_reading_again() {
+        let mut batch = one_read_batch(10);
+        let order = StreamId::new("order", "o-1");
+        let shipment = StreamId::new("shipment", "s-1");
+        let pages = batch
+            .read_streams(vec![
+                stream_read(&order, 1, 0),
+                stream_read(&shipment, 1, 0),
+            ])
+            .await
+            .unwrap();
+        let versions: Vec<u64> = pages.iter().map(|page| page.version).collect();
+        assert_eq!(versions, [2, 0]);
+        assert!(pages.iter().all(|page| page.events.is_empty()));
+        let emitted = batch
+            .emit(shipment.clone(), ExpectedVersion::NoStream, vec![event()])
+            .await;
+        assert!(matches!(emitted, Ok(1)), "{emitted:?}");
+        let emitted = batch
+            .emit(order.clone(), ExpectedVersion::Exact(2), vec![event()])
+            .await;
+        assert!(matches!(emitted, Ok(3)), "{emitted:?}");
+        // A read after an emit keeps the batch's own version for the stream.
+        batch
+            .read_streams(vec![stream_read(&order, 1, 0)])
+            .await
+            .unwrap();
+        let conflict = batch
+            .emit(order, ExpectedVersion::Exact(2), vec![event()])
+            .await;
+        assert!(
+            matches!(
+                conflict,
+                Err(wit::HostError::Conflict(wit::VersionConflict {
+                    actual: 3,
+                    ..
+                }))
+            ),
+            "{conflict:?}"
+        );
+        let unread = batch
+            .emit(
+                StreamId::new("order", "o-9"),
+                ExpectedVersion::Any,
+                vec![event()],
+            )
+            .await;
+        assert!(
+            matches!(&unread, Err(wit::HostError::Unavailable(message)) if message.contains("of its own")),
+            "a stream not read still has its version read: {unread:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_read_together_return_whole_pages_past_their_share_of_the_first_read() {
+        let mut batch = one_read_batch(10);
+        let (one, two) = (StreamId::new("big", "b-1"), StreamId::new("big", "b-2"));
+        let pages = batch
+            .read_streams(vec![
+                stream_read(&one, 1, 5000),
+                stream_read(&two, 2401, 1000),
+                stream_read(&one, 7, 3),
+            ])
+            .await
+            .unwrap();
+        let shapes: Vec<(usize, u64, u64)> = pages
+            .iter()
+            .map(|page| {
+                let first = page.events.first().map_or(0, |event| event.version);
+                let last = page.events.last().map_or(0, |event| event.version);
+                (page.events.len(), first, last)
+            })
+            .collect();
+        assert_eq!(shapes, [(1000, 1, 1000), (100, 2401, 2500), (3, 7, 9)]);
+        assert!(pages.iter().all(|page| page.version == 2500));
+        let too_many = vec![stream_read(&one, 1, 1); 1001];
+        let refused = batch.read_streams(too_many).await;
+        assert!(
+            matches!(&refused, Err(wit::HostError::Invalid(message)) if message.contains("at most 1000")),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_cut_short_by_the_first_reads_bytes_are_read_on_to_their_limit() {
+        // 100 KB events: the first read holds about 4 MiB, some 42 events in all.
+        let mut batch = one_read_batch(100_000);
+        batch.limits.read_bytes = 100_000_000;
+        let (one, two) = (StreamId::new("big", "b-1"), StreamId::new("big", "b-2"));
+        let pages = batch
+            .read_streams(vec![stream_read(&one, 1, 100), stream_read(&two, 11, 100)])
+            .await
+            .unwrap();
+        let shapes: Vec<(usize, u64, u64)> = pages
+            .iter()
+            .map(|page| {
+                (
+                    page.events.len(),
+                    page.events[0].version,
+                    page.events[99].version,
+                )
+            })
+            .collect();
+        assert_eq!(shapes, [(100, 1, 100), (100, 11, 110)]);
+        let versions: Vec<u64> = pages[0].events.iter().map(|event| event.version).collect();
+        assert_eq!(
+            versions,
+            (1..=100).collect::<Vec<_>>(),
+            "no gap where the cut was"
         );
     }
 }

@@ -8,7 +8,7 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use eventhost_domain::{Event, StreamId, Version};
+use eventhost_domain::{Event, StreamId, StreamPage, StreamRead, Version};
 
 /// Why a read failed. The guest sees it as `host-error::unavailable`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,4 +79,42 @@ pub trait Reads: Send + Sync {
         from_version: Version,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<Event>, ReadError>>;
+
+    /// Several streams' versions and pages, one per read in order, as of one moment where
+    /// the implementation can. Events stop, over all the pages, once they hold `max_bytes` of
+    /// text: a page may end before its limit though its stream goes on (its version tells).
+    /// By default a `stream_version` and a `read_stream` per read; a store answers them in
+    /// one read.
+    fn read_streams<'a>(
+        &'a self,
+        reads: &'a [StreamRead],
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamPage>, ReadError>> {
+        async move {
+            let mut pages = Vec::with_capacity(reads.len());
+            let mut held = 0usize;
+            for read in reads {
+                let mut page = StreamPage {
+                    version: self.stream_version(&read.stream).await?,
+                    events: Vec::new(),
+                };
+                let limit = u32::try_from(read.limit).unwrap_or(u32::MAX);
+                if held < max_bytes && limit > 0 {
+                    let events = self
+                        .read_stream(&read.stream, read.from_version, limit)
+                        .await?;
+                    for event in events {
+                        if held >= max_bytes {
+                            break;
+                        }
+                        held = held.saturating_add(event.text_bytes());
+                        page.events.push(event);
+                    }
+                }
+                pages.push(page);
+            }
+            Ok(pages)
+        }
+        .boxed()
+    }
 }

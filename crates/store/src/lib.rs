@@ -35,7 +35,9 @@ pub use subscriptions::{
 pub use eventhost_domain::{
     AppendError, Appended, AppendedEvent, Checkpoint, Filter, PreparedEvent, StoreLimits,
 };
-use eventhost_domain::{Event, ExpectedVersion, NewEvent, Position, StreamId, Version};
+use eventhost_domain::{
+    Event, ExpectedVersion, NewEvent, Position, StreamId, StreamPage, StreamRead, Version,
+};
 
 /// An event read for a subscription, with the checkpoint that follows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +161,19 @@ pub trait EventStore: Send + Sync {
         from_version: Version,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// Several streams read as of one moment: for each read, in order, the stream's version
+    /// and its events from the read's `from_version`, at most its `limit`. One round trip
+    /// where a `read_stream` and a `stream_version` per stream take two each.
+    ///
+    /// Events stop, over all the pages, once they hold `max_bytes` of text
+    /// ([`Event::text_bytes`]): a page may then end before its `limit` though its stream goes
+    /// on, which its version tells.
+    fn read_streams(
+        &self,
+        reads: &[StreamRead],
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<Vec<StreamPage>, StoreError>> + Send;
 
     /// Committed events after `after`, in position order, of one aggregate type or of all
     /// (`None`). A listing, not a subscription: use `read_batch` to follow the store live.
@@ -384,6 +399,14 @@ impl EventStore for Store {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         delegate!(self, "reading a stream", store => store.read_stream(stream, from_version, limit))
+    }
+
+    async fn read_streams(
+        &self,
+        reads: &[StreamRead],
+        max_bytes: usize,
+    ) -> Result<Vec<StreamPage>, StoreError> {
+        delegate!(self, "reading streams", store => store.read_streams(reads, max_bytes))
     }
 
     async fn read_positions(

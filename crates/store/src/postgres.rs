@@ -20,7 +20,9 @@ use super::{
     PreparedEvent, Pulse, Signal, StoreError, StoreLimits, Writer, collect_until, entry_bytes,
     from_sql_int, prepare_all, sql_int, sql_limit,
 };
-use eventhost_domain::{Event, ExpectedVersion, Metadata, Payload, Position, StreamId, Version};
+use eventhost_domain::{
+    Event, ExpectedVersion, Metadata, Payload, Position, StreamId, StreamPage, StreamRead, Version,
+};
 
 /// How long [`PgStore::probe`] waits for a connection.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -845,6 +847,64 @@ impl EventStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    /// One statement, so one snapshot: each read's stream row and its page of events, the
+    /// page through the stream key's index. Rows past `max_bytes` still give their version.
+    async fn read_streams(
+        &self,
+        reads: &[StreamRead],
+        max_bytes: usize,
+    ) -> Result<Vec<StreamPage>, StoreError> {
+        use futures::TryStreamExt;
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut types = Vec::with_capacity(reads.len());
+        let mut ids = Vec::with_capacity(reads.len());
+        let mut froms = Vec::with_capacity(reads.len());
+        let mut limits = Vec::with_capacity(reads.len());
+        for read in reads {
+            types.push(read.stream.aggregate_type.as_str());
+            ids.push(read.stream.aggregate_id.as_str());
+            froms.push(sql_int(read.from_version, "version")?);
+            limits.push(sql_limit(read.limit));
+        }
+        let query = sqlx::query(concat!(
+            "SELECT r.ord, coalesce(s.version, 0) AS stream_version, e.*
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+                  WITH ORDINALITY AS r (t, i, from_version, page, ord)
+             LEFT JOIN eventhost.streams s ON s.aggregate_type = r.t AND s.aggregate_id = r.i
+             LEFT JOIN LATERAL (
+                 SELECT ",
+            event_columns!(),
+            " FROM eventhost.events
+                 WHERE aggregate_type = r.t AND aggregate_id = r.i AND version >= r.from_version
+                 ORDER BY version LIMIT r.page
+             ) e ON true
+             ORDER BY r.ord, e.version"
+        ))
+        .bind(&types)
+        .bind(&ids)
+        .bind(&froms)
+        .bind(&limits);
+        let mut rows = std::pin::pin!(query.fetch(&self.pool));
+        let mut pages = vec![StreamPage::default(); reads.len()];
+        let mut held = 0usize;
+        while let Some(row) = rows.try_next().await? {
+            let ord: i64 = row.try_get("ord")?;
+            let page = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|index| pages.get_mut(index))
+                .ok_or_else(|| StoreError::Invalid(format!("read {ord} was not asked for")))?;
+            page.version = from_sql_int(row.try_get("stream_version")?);
+            if held < max_bytes && row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
+                let event = event_from_row(&row)?;
+                held = held.saturating_add(event.text_bytes());
+                page.events.push(event);
+            }
+        }
+        Ok(pages)
     }
 
     async fn read_positions(

@@ -27,7 +27,8 @@ use super::{
     from_sql_int, prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{
-    Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, Version,
+    Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, StreamPage,
+    StreamRead, Version,
 };
 
 /// A pool of connections to one SQLite database file (or one in-memory database).
@@ -107,6 +108,18 @@ macro_rules! event_columns {
          recorded_at"
     };
 }
+
+/// A stream's version: `?1` and `?2` name it.
+const STREAM_VERSION_QUERY: &str =
+    "SELECT version FROM streams WHERE aggregate_type = ?1 AND aggregate_id = ?2";
+
+/// A stream's events from version `?3`, at most `?4`.
+const STREAM_QUERY: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3
+     ORDER BY version LIMIT ?4"
+);
 
 /// The subscription read: `?1` is the position after which to read, `?2` the limit; the
 /// filters take JSON arrays of names.
@@ -493,13 +506,11 @@ pub(super) async fn append_in(
         return Ok(duplicate_outcome(stream, prepared.len(), stored)?);
     }
 
-    let actual: Option<i64> = sqlx::query_scalar(
-        "SELECT version FROM streams WHERE aggregate_type = ?1 AND aggregate_id = ?2",
-    )
-    .bind(&stream.aggregate_type)
-    .bind(&stream.aggregate_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let actual: Option<i64> = sqlx::query_scalar(STREAM_VERSION_QUERY)
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let actual = actual.map_or(0, from_sql_int);
     check_version(stream, expected, actual)?;
 
@@ -609,13 +620,11 @@ impl EventStore for SqliteStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM streams WHERE aggregate_type = ?1 AND aggregate_id = ?2",
-        )
-        .bind(&stream.aggregate_type)
-        .bind(&stream.aggregate_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let version: Option<i64> = sqlx::query_scalar(STREAM_VERSION_QUERY)
+            .bind(&stream.aggregate_type)
+            .bind(&stream.aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(version.map_or(0, from_sql_int))
     }
 
@@ -625,19 +634,55 @@ impl EventStore for SqliteStore {
         from_version: Version,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3
-             ORDER BY version LIMIT ?4"
-        ))
-        .bind(&stream.aggregate_type)
-        .bind(&stream.aggregate_id)
-        .bind(sql_int(from_version, "version")?)
-        .bind(sql_limit(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(STREAM_QUERY)
+            .bind(&stream.aggregate_type)
+            .bind(&stream.aggregate_id)
+            .bind(sql_int(from_version, "version")?)
+            .bind(sql_limit(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    /// A read transaction, so one snapshot; a query per stream is cheap in process.
+    async fn read_streams(
+        &self,
+        reads: &[StreamRead],
+        max_bytes: usize,
+    ) -> Result<Vec<StreamPage>, StoreError> {
+        use futures::TryStreamExt;
+        let mut tx = self.pool.begin().await?;
+        let mut pages = Vec::with_capacity(reads.len());
+        let mut held = 0usize;
+        for read in reads {
+            let version: Option<i64> = sqlx::query_scalar(STREAM_VERSION_QUERY)
+                .bind(&read.stream.aggregate_type)
+                .bind(&read.stream.aggregate_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let mut page = StreamPage {
+                version: version.map_or(0, from_sql_int),
+                events: Vec::new(),
+            };
+            if held < max_bytes && read.limit > 0 {
+                let query = sqlx::query(STREAM_QUERY)
+                    .bind(&read.stream.aggregate_type)
+                    .bind(&read.stream.aggregate_id)
+                    .bind(sql_int(read.from_version, "version")?)
+                    .bind(sql_limit(read.limit));
+                let mut rows = query.fetch(&mut *tx);
+                while held < max_bytes
+                    && let Some(row) = rows.try_next().await?
+                {
+                    let event = event_from_row(&row)?;
+                    held = held.saturating_add(event.text_bytes());
+                    page.events.push(event);
+                }
+            }
+            pages.push(page);
+        }
+        tx.commit().await?;
+        Ok(pages)
     }
 
     async fn read_positions(

@@ -9,7 +9,7 @@
 // Payloads are decoded by strict-json.js, which rejects what serde_json rejects (a quantity of
 // "2", true, 2.5 or 2.0) with the same message; JSON.parse cannot tell 2.0 from 2.
 
-import { log, stateGet, stateSet } from 'eventhost:plugin/host@0.1.2';
+import { log, stateGet, stateSet } from 'eventhost:plugin/host@0.1.3';
 import { DecodeError, decode, i64, string, struct, u64, vec } from './strict-json.js';
 
 const I64_MIN = -(1n << 63n);

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Event, HandlerError, NewEvent, StreamId};
+use crate::{Event, HandlerError, NewEvent, StreamId, StreamRead};
 
 impl StreamId {
     /// The stream of aggregate `aggregate_id` of type `aggregate_type`.
@@ -16,6 +16,24 @@ impl StreamId {
             aggregate_type: aggregate_type.into(),
             aggregate_id: aggregate_id.into(),
         }
+    }
+}
+
+impl StreamRead {
+    /// A read of `stream`'s events from `from_version` (inclusive), at most `limit` of them
+    /// (the host caps it at 1000), with the stream's version.
+    pub fn events(stream: &StreamId, from_version: u64, limit: u32) -> Self {
+        StreamRead {
+            stream: stream.clone(),
+            from_version,
+            limit,
+        }
+    }
+
+    /// A read of `stream`'s version alone: what an `emit` later in the batch checks its
+    /// expected version against, without a round trip of its own.
+    pub fn version(stream: &StreamId) -> Self {
+        Self::events(stream, 1, 0)
     }
 }
 

@@ -3,7 +3,8 @@
 //! A plugin implements [`Plugin`] and names its type in [`export_plugin!`]; the SDK makes it a
 //! component of the `eventhost:plugin/handler` world, whose bindings are generated here from
 //! the repository's `wit/` package (never hand-copied). Everything a plugin may do outside its
-//! own memory goes through [`emit`], [`read_stream`], [`state`], [`deliver`] and [`log`].
+//! own memory goes through [`emit`], [`read_stream`], [`read_streams`], [`state`], [`deliver`]
+//! and [`log`].
 //!
 //! ```no_run
 //! use eventhost_sdk::{Event, HandlerError, Plugin, PluginInfo, Subscription, state};
@@ -24,9 +25,10 @@
 //! eventhost_sdk::export_plugin!(Counter);
 //! ```
 //!
-//! Errors follow one rule: calls that only forward to the host ([`emit`], [`read_stream`])
-//! return the host's [`HostError`], so a plugin can match on a conflict; calls that also
-//! encode or decode JSON return a [`HandlerError`], ready for `?` in [`Plugin::handle`].
+//! Errors follow one rule: calls that only forward to the host ([`emit`], [`read_stream`],
+//! [`read_streams`]) return the host's [`HostError`], so a plugin can match on a conflict;
+//! calls that also encode or decode JSON return a [`HandlerError`], ready for `?` in
+//! [`Plugin::handle`].
 //! `?` also turns a [`HostError`] into a [`HandlerError`] (see [`error`]).
 
 pub mod deliver;
@@ -50,10 +52,10 @@ pub mod bindings {
     });
 }
 
-pub use bindings::eventhost::plugin::host::{emit, read_stream};
+pub use bindings::eventhost::plugin::host::{emit, read_stream, read_streams};
 pub use bindings::eventhost::plugin::types::{
     Event, ExpectedVersion, HandlerError, HostError, Level, Message, NewEvent, PluginInfo,
-    StartFrom, StreamId, Subscription, VersionConflict,
+    StartFrom, StreamId, StreamPage, StreamRead, Subscription, VersionConflict,
 };
 pub use plugin::{Plugin, PluginExport};
 pub use serde_json;
