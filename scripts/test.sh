@@ -19,6 +19,8 @@ if ! cmp -s host/tests/fuzz/requirements.txt "$tools/.fuzz-requirements.txt"; th
 fi
 # The JavaScript plugin's payload decoder has unit tests of its own.
 (cd plugins/javascript/order-totals && npm test --silent)
+# So do the helpers plugin authors copy (sdk/javascript: deterministic ids).
+node --test sdk/javascript/
 # The status page's browser test drives Chromium with playwright-core.
 (cd host/tests/browser && npm ci --silent --no-audit --no-fund)
 log="$(mktemp)"

@@ -141,11 +141,50 @@ async fn a_panic_is_a_clean_trap_error_carrying_the_panic_message() {
         panic!("expected a trap, got {error}");
     };
     assert!(
-        message.contains("panicking in handle on purpose"),
-        "{message}"
+        message.contains("panicked at plugins/hostile/panic/src/lib.rs")
+            && message.ends_with(": hostile-panic: panicking in handle on purpose"),
+        "the panic's location and message: {message}"
     );
+    assert!(!message.contains("RUST_BACKTRACE"), "{message}");
     assert!(!error.is_retryable());
     assert_healthy(&runtime).await;
+}
+
+#[tokio::test]
+async fn a_python_exception_is_the_batchs_error_with_the_frames_it_came_through() {
+    let runtime = runtime(&cache_dir("python-exception"));
+    let name = "hostile-lazy-import-py";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dist/hostile")
+        .join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "cannot read {} ({error}); build it first with: bash scripts/build-plugins.sh",
+            path.display()
+        )
+    });
+    let plugin = runtime
+        .load(name, bytes, Limits::default())
+        .await
+        .expect("loads");
+    let error = handle(&plugin, "all", 1)
+        .await
+        .expect_err("the exception fails the batch");
+    let HandleError::Trap { message } = &error else {
+        panic!("expected a trap, got {error}");
+    };
+    assert!(
+        message.contains(
+            "Python exception: ModuleNotFoundError: No module named 'hashlib' \
+             (at \"/0/app.py\", line 28, in handle; "
+        ),
+        "the exception and the plugin's frame: {message}"
+    );
+    assert!(
+        !message.contains("unexpected exception") && !message.contains("RUST_BACKTRACE"),
+        "the Rust runtime's panic is not the cause: {message}"
+    );
+    assert!(!error.is_retryable());
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 # created on first use and reinstalled only when requirements.txt changes. A plugin whose
 # sources, the WIT and the requirements are older than its .wasm is not rebuilt. Each
 # component is written to a temporary name in dist/plugins and renamed into place, so a daemon
-# watching that folder never loads half a file. Usage: bash plugins/python/build.sh (any cwd)
+# watching that folder never loads half a file. The plugins of plugins/python/hostile/NAME, which
+# fail on purpose for the runtime's tests, go to dist/hostile/hostile-NAME-py.wasm.
+# Usage: bash plugins/python/build.sh (any cwd)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,15 +36,15 @@ up_to_date() {
         -type f -newer "$wasm" -not -path '*/__pycache__/*' -print -quit)" ]]
 }
 
+# build FOLDER WASM: componentize FOLDER/app.py into WASM, unless it is up to date.
 build() {
-    local plugin="$1"
-    local wasm="$out_dir/$(basename "$plugin")-py.wasm"
+    local plugin="$1" wasm="$2"
     if up_to_date "$wasm" "$plugin"; then
         echo "$wasm"
         return
     fi
     local tmp
-    tmp="$(mktemp "$out_dir/.$(basename "$wasm").XXXXXX.tmp")"
+    tmp="$(mktemp "$(dirname "$wasm")/.$(basename "$wasm").XXXXXX.tmp")"
     # VIRTUAL_ENV would add that environment's site-packages to the component's Python path.
     if ! env -u VIRTUAL_ENV "$venv/bin/componentize-py" --quiet \
         -d "$root/wit" -w handler componentize -p "$plugin" app -o "$tmp"; then
@@ -56,7 +58,13 @@ build() {
 
 shopt -s nullglob
 ensure_tools
-mkdir -p "$out_dir"
+mkdir -p "$out_dir" "$root/dist/hostile"
 for app in "$here"/*/app.py; do
-    build "$(dirname "$app")"
+    plugin="$(dirname "$app")"
+    build "$plugin" "$out_dir/$(basename "$plugin")-py.wasm"
+done
+# Python plugins that fail on purpose, for the runtime's tests: dist/hostile/hostile-NAME-py.wasm.
+for app in "$here"/hostile/*/app.py; do
+    plugin="$(dirname "$app")"
+    build "$plugin" "$root/dist/hostile/hostile-$(basename "$plugin")-py.wasm"
 done

@@ -15,6 +15,7 @@ mod engine;
 mod error;
 mod executor;
 mod file;
+mod guest_error;
 mod host;
 mod info;
 mod limits;

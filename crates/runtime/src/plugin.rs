@@ -18,6 +18,7 @@ use super::effects::{Effects, LogLine};
 use super::engine::{EpochTicker, Interruption};
 use super::error::HandleError;
 use super::executor::PluginGate;
+use super::guest_error;
 use super::host::{BatchState, HostState};
 use super::info::PluginInfo;
 use super::limits::{Limits, StoreLimiter};
@@ -40,8 +41,9 @@ const WALL_FACTOR: u32 = 4;
 /// abandoned: generous, so that fuel (deterministic) and not the machine's speed decides.
 const FUEL_WALL_FACTOR: u32 = 6;
 
-/// How many of the guest's last stderr lines a trap's message quotes (a panic message).
-const STDERR_TAIL: usize = 3;
+/// How many of the guest's last stderr lines a trap's message is looked for in (a Python
+/// traceback, a panic message).
+const STDERR_TAIL: usize = 64;
 
 /// A batch that failed, with what the plugin logged before it failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -369,11 +371,10 @@ fn classify(error: &wasmtime::Error, store: &Store<HostState>, limits: &Limits) 
     }
 }
 
+/// The trap's message with what the guest said about it on stderr (see `guest_error`).
 fn with_stderr(message: String, store: &Store<HostState>) -> String {
-    let tail = store.data().logs.stderr_tail(STDERR_TAIL);
-    if tail.is_empty() {
-        message
-    } else {
-        format!("{message}; stderr: {}", tail.join(" | "))
+    match guest_error::explain(&store.data().logs.stderr_tail(STDERR_TAIL)) {
+        Some(said) => format!("{message}; {said}"),
+        None => message,
     }
 }

@@ -34,6 +34,7 @@
 pub mod deliver;
 pub mod error;
 mod event;
+pub mod id;
 mod info;
 pub mod log;
 mod plugin;

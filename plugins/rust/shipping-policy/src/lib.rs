@@ -26,7 +26,6 @@ use eventhost_sdk::{
     StreamPage, StreamRead, Subscription, emit, log, read_stream, read_streams,
 };
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// How many events one read of a stream asks for (the host's cap).
 const READ_PAGE: u32 = 1000;
@@ -139,5 +138,5 @@ fn customer_of(order: &StreamId, first: &StreamPage) -> Result<Option<String>, H
 /// The same id for every delivery of the same `order.paid` event.
 fn shipment_id(paid: &Event) -> String {
     let name = format!("eventhost:shipping-policy:{}", paid.id);
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+    eventhost_sdk::id::v5(&name)
 }
