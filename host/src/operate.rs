@@ -2,14 +2,16 @@
 //! each call takes the store and returns records that the CLI prints as lines and the API
 //! sends as JSON.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use uuid::Uuid;
 
 use eventhost_domain::input::EventLine;
 use eventhost_domain::{Appended, ExpectedVersion, NewEvent, Position, StreamId, Version};
 use eventhost_store::{
-    DaemonRecord, DeliverySelection, DeliveryStore, EventStore, ParkedSelection, PendingAppend,
-    Store, StoreError, SubscriptionRecord, SubscriptionStore, Writer,
+    DaemonRecord, DeliverySelection, DeliveryStore, EventStore, ParkedEvent, ParkedSelection,
+    PendingAppend, Store, StoreError, SubscriptionRecord, SubscriptionStore, Writer,
 };
 
 /// How long an open transaction must have been holding events back before the faces show
@@ -87,6 +89,8 @@ pub struct SubscriptionView {
     pub position: Position,
     /// Events it still has to handle.
     pub lag: u64,
+    /// Its events that failed and wait in `parked list` for an operator.
+    pub parked: u64,
     /// How long ago the oldest of them was appended, in seconds (0 when caught up).
     pub lag_seconds: f64,
     /// On PostgreSQL, the open transaction its next events wait for (status `held back`):
@@ -107,9 +111,11 @@ pub async fn daemons(store: &Store) -> Result<Vec<DaemonRecord>, StoreError> {
 /// Every subscription, by name, with its lag.
 pub async fn subscriptions(store: &Store) -> Result<Vec<SubscriptionView>, StoreError> {
     let holder = holder(store).await?;
+    let parked = parked_counts(store).await?;
     let mut views = Vec::new();
     for record in store.subscriptions().await? {
-        views.push(view(store, record, holder.as_ref()).await?);
+        let parked = parked.get(&record.name).copied().unwrap_or(0);
+        views.push(view(store, record, holder.as_ref(), parked).await?);
     }
     Ok(views)
 }
@@ -126,10 +132,21 @@ pub async fn holder(store: &Store) -> Result<Option<Writer>, StoreError> {
         .filter(|writer| writer.age >= HELD_BACK_AFTER))
 }
 
+/// How many events each subscription has parked (none listed: none parked).
+async fn parked_counts(store: &Store) -> Result<HashMap<String, u64>, StoreError> {
+    Ok(store
+        .parked_summary()
+        .await?
+        .into_iter()
+        .map(|summary| (summary.subscription, summary.parked))
+        .collect())
+}
+
 async fn view(
     store: &Store,
     mut record: SubscriptionRecord,
     holder: Option<&Writer>,
+    parked: u64,
 ) -> Result<SubscriptionView, StoreError> {
     // At the record's checkpoint: a reset's answer is what it set, whatever the daemon did
     // since.
@@ -148,6 +165,7 @@ async fn view(
     Ok(SubscriptionView {
         position: record.checkpoint.position(),
         lag,
+        parked,
         lag_seconds,
         held_back_by,
         record,
@@ -169,7 +187,8 @@ pub async fn reset(
     clear_state: bool,
 ) -> Result<SubscriptionView, StoreError> {
     let record = store.reset(name, to, clear_state).await?;
-    view(store, record, holder(store).await?.as_ref()).await
+    let parked = parked_counts(store).await?.get(name).copied().unwrap_or(0);
+    view(store, record, holder(store).await?.as_ref(), parked).await
 }
 
 /// Marks parked events for replay: one (which must exist) or every one of a subscription
@@ -185,12 +204,29 @@ pub async fn replay_parked(
     }
 }
 
+/// Parked events, oldest first: every subscription's, or one's (which must exist).
+pub async fn parked(
+    store: &Store,
+    subscription: Option<&str>,
+) -> Result<Vec<ParkedEvent>, StoreError> {
+    if let Some(name) = subscription
+        && store.subscription(name).await?.is_none()
+    {
+        return Err(subscription_not_found(name));
+    }
+    store.parked(subscription).await
+}
+
 /// Drops a parked event for good, without handling it.
 pub async fn skip_parked(store: &Store, id: i64) -> Result<(), StoreError> {
     match store.skip_parked(ParkedSelection::One(id)).await? {
         0 => Err(parked_not_found(id)),
         _ => Ok(()),
     }
+}
+
+fn subscription_not_found(name: &str) -> StoreError {
+    StoreError::NotFound(format!("subscription {name:?}"))
 }
 
 fn parked_not_found(id: i64) -> StoreError {
@@ -240,9 +276,7 @@ pub async fn state_page(
     limit: usize,
 ) -> Result<Vec<StateEntry>, StoreError> {
     if store.subscription(subscription).await?.is_none() {
-        return Err(StoreError::NotFound(format!(
-            "subscription {subscription:?}"
-        )));
+        return Err(subscription_not_found(subscription));
     }
     let page = store.state_scan(subscription, prefix, after, limit).await?;
     Ok(page

@@ -336,15 +336,19 @@ async fn sigterm_and_sigint_while_idle_exit_zero_promptly_on_sqlite() {
     termination_signals_while_idle_exit_zero_promptly(TestDatabase::sqlite()).await;
 }
 
-/// `subscriptions reset` of an unknown name and `parked skip`/`replay` of an unknown id exit 1
-/// with one `error: ...` line naming what was not found.
+/// `subscriptions reset` and `parked list` of an unknown name and `parked skip`/`replay` of an
+/// unknown id exit 1 with one `error: ...` line naming what was not found.
 async fn unknown_names_fail_with_one_error_line(database: TestDatabase) {
     store::connect(database.url())
         .await
         .expect("connect to the test database");
     let deployment = Deployment::new(database.url());
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["subscriptions", "reset", "nope.none"], "nope.none"),
+        (
+            &["parked", "list", "nope.none"],
+            "subscription \"nope.none\" not found",
+        ),
         (
             &["parked", "skip", "424242"],
             "parked event 424242 not found",

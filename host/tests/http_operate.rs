@@ -110,10 +110,38 @@ async fn operate(database: TestDatabase) {
     let from_cli = deployment.subscriptions().await;
     assert_eq!(listed.as_array().unwrap().len(), from_cli.len());
     for (api_view, cli_view) in listed.as_array().unwrap().iter().zip(&from_cli) {
-        for field in ["name", "plugin", "checkpoint", "position", "lag", "status"] {
+        for field in [
+            "name",
+            "plugin",
+            "checkpoint",
+            "position",
+            "lag",
+            "parked",
+            "status",
+        ] {
             assert_eq!(api_view[field], cli_view[field], "{field}");
         }
     }
+    let poisoned = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|view| view["name"] == SUBSCRIPTION)
+        .expect("the poisoned subscription is listed");
+    assert_eq!(poisoned["parked"], 1, "its parked event is counted");
+    let table = deployment.cli_ok(&["subscriptions", "list"]).await.stdout;
+    let header = table.lines().next().unwrap_or_default();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(SUBSCRIPTION))
+        .unwrap_or_default();
+    let column: Vec<&str> = header.split_whitespace().collect();
+    let at = column.iter().position(|name| *name == "PARKED");
+    assert_eq!(
+        at.and_then(|at| row.split_whitespace().nth(at)),
+        Some("1"),
+        "a PARKED column: {table}"
+    );
     let plugins = reader.get("/v1/plugins").await.body["plugins"].clone();
     assert_eq!(plugins[0]["name"], "hostile-fail-on");
     assert_eq!(plugins[0]["status"], "running");
@@ -122,7 +150,8 @@ async fn operate(database: TestDatabase) {
         .await;
     assert_eq!(only.body["parked"], parked);
     let none = reader.get("/v1/parked?subscription=nope.none").await;
-    assert_eq!(none.body["parked"], json!([]));
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{:?}", none.body);
+    assert_eq!(none.message(), "subscription \"nope.none\" not found");
 
     // Acting needs the admin scope; unknown ids and names are 404, bad ones 400.
     let id = entry["id"].as_i64().unwrap();

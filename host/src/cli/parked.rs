@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use eventhost_store::{self as store, ParkedSelection, SubscriptionStore};
+use eventhost_store::{self as store, ParkedSelection};
 
 use crate::operate;
 
@@ -45,7 +45,7 @@ pub async fn run(database_url: &str, command: ParkedCommand) -> anyhow::Result<E
     let mut out = std::io::stdout().lock();
     match command {
         ParkedCommand::List { subscription, json } => {
-            let parked = store.parked(subscription.as_deref()).await?;
+            let parked = operate::parked(&store, subscription.as_deref()).await?;
             if !json {
                 writeln!(
                     out,

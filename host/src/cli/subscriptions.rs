@@ -45,8 +45,8 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
             if !json {
                 writeln!(
                     out,
-                    "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} {:<24} LAST ERROR",
-                    "NAME", "PLUGIN", "POSITION", "LAG", "STATUS", "OWNER", "PROGRESS"
+                    "{:<32} {:<20} {:>10} {:>10} {:>7} {:<10} {:<24} {:<24} LAST ERROR",
+                    "NAME", "PLUGIN", "POSITION", "LAG", "PARKED", "STATUS", "OWNER", "PROGRESS"
                 )?;
             }
             for view in subscriptions {
@@ -71,11 +71,12 @@ pub async fn run(database_url: &str, command: SubscriptionsCommand) -> anyhow::R
                     };
                     writeln!(
                         out,
-                        "{:<32} {:<20} {:>10} {:>10} {:<10} {:<24} {:<24} {remark}",
+                        "{:<32} {:<20} {:>10} {:>10} {:>7} {:<10} {:<24} {:<24} {remark}",
                         subscription.name,
                         subscription.plugin,
                         view.position,
                         view.lag,
+                        view.parked,
                         subscription.status,
                         owner,
                         progress_summary(subscription.progress.as_ref()),

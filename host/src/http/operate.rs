@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use eventhost_store::{
     DaemonRecord, Delivery, DeliveryQuery, DeliverySelection, DeliveryStatus, DeliveryStore,
-    ParkedEvent, ParkedSelection, PluginRecord, PluginRecords, SubscriptionStore,
+    ParkedEvent, ParkedSelection, PluginRecord, PluginRecords,
 };
 
 use super::Api;
@@ -155,14 +155,15 @@ pub struct Parked {
 
 /// Parked events, oldest first.
 #[utoipa::path(get, path = "/v1/parked", tag = "operate", params(ParkedQuery),
-    responses((status = 200, description = "Parked events", body = Parked)),
+    responses((status = 200, description = "Parked events", body = Parked),
+        (status = 404, description = "No such subscription", body = ErrorBody)),
     security(("token" = ["read"])))]
 pub async fn parked(
     _: Granted<ReadScope>,
     State(api): State<Api>,
     QueryParams(query): QueryParams<ParkedQuery>,
 ) -> Result<Json<Parked>, ApiError> {
-    let parked = api.store.parked(query.subscription.as_deref()).await?;
+    let parked = operate::parked(&api.store, query.subscription.as_deref()).await?;
     Ok(Json(Parked { parked }))
 }
 
