@@ -63,11 +63,15 @@ impl ArtifactCache {
     /// way the component's code is mapped from its file: clean pages the kernel shares and
     /// may drop, where a component compiled in memory keeps its code (tens of MB for an
     /// interpreter) in the heap for as long as it runs.
+    ///
+    /// A compile is logged as it starts and ends (`label` names the plugin): a large plugin's
+    /// first load takes seconds to minutes, which the log then explains.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         interruption: Interruption,
         wasm: &[u8],
+        label: &str,
     ) -> Result<(Component, CacheOutcome), LoadError> {
         let path = self.artifact_path(wasm);
         let outcome = match path.exists() {
@@ -80,7 +84,11 @@ impl ArtifactCache {
             },
             false => CacheOutcome::Compiled,
         };
+        let megabytes = wasm.len() as f64 / 1e6;
+        tracing::info!(file = %label, "compiling the plugin ({megabytes:.1} MB, first load: its code is cached for later starts)");
+        let started = std::time::Instant::now();
         let artifact = precompile(interruption, wasm)?;
+        tracing::info!(file = %label, "compiled the plugin in {:.1} s", started.elapsed().as_secs_f64());
         let stored = self.store(&artifact, &path);
         let component = match stored {
             Ok(()) => {

@@ -194,9 +194,13 @@ impl Runtime {
         load::check_header(&bytes)?;
         self.check_limits_fit_pool(&limits)?;
         let shared = Arc::clone(&self.shared);
-        let (component, cache) = tokio::task::spawn_blocking(move || compile(&shared, bytes))
-            .await
-            .map_err(|error| LoadError::Compile(format!("the compiler task failed: {error}")))??;
+        let file = label.to_owned();
+        let (component, cache) =
+            tokio::task::spawn_blocking(move || compile(&shared, bytes, &file))
+                .await
+                .map_err(|error| {
+                    LoadError::Compile(format!("the compiler task failed: {error}"))
+                })??;
         load::check_world(&self.shared.engine, &component)?;
         let instance_pre = self
             .shared
@@ -242,13 +246,15 @@ impl Runtime {
 }
 
 /// Compiles `bytes` (or loads their cached artifact), then drops them and hands what the
-/// compiler freed back to the system (see [`cache::release_freed_memory`]).
+/// compiler freed back to the system (see [`cache::release_freed_memory`]). `label` names
+/// the plugin in the log while a first load compiles it.
 fn compile(
     shared: &Shared,
     bytes: Vec<u8>,
+    label: &str,
 ) -> Result<(wasmtime::component::Component, CacheOutcome), LoadError> {
     let compiled = match &shared.cache {
-        Some(cache) => cache.load_or_compile(&shared.engine, shared.interruption, &bytes),
+        Some(cache) => cache.load_or_compile(&shared.engine, shared.interruption, &bytes, label),
         None => cache::compile(&shared.engine, &bytes).map(|c| (c, CacheOutcome::Compiled)),
     };
     drop(bytes);

@@ -124,6 +124,12 @@ impl Deployment {
         }
     }
 
+    /// Gives the daemons started from now on an empty compile cache of their own: each
+    /// plugin's first load compiles it.
+    pub fn own_cache(&mut self) {
+        self.cache = self.root.join("cache");
+    }
+
     /// Sets an environment variable for every daemon and command started from now on.
     pub fn env(&mut self, name: &str, value: &str) {
         self.env.push((name.to_owned(), value.to_owned()));

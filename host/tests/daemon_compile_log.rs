@@ -1,0 +1,49 @@
+//! Start-up says what it does: a plugin's first load (nothing in the compile cache for its
+//! bytes) logs that it compiles the plugin and how long that took, which for an interpreter
+//! plugin is a minute of an otherwise silent start.
+//!
+//! Uses `dist/plugins/counter.wasm`, built by `bash scripts/build-plugins.sh`.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+mod support;
+
+use std::time::Duration;
+
+use daemon::{Deployment, TestDatabase};
+
+/// A first load says in the log that it compiles the plugin, and how long that took; a
+/// start with the code cached says nothing of compiling.
+#[tokio::test]
+async fn a_first_load_logs_the_compile_and_its_time_and_a_cached_one_does_not() {
+    let database = TestDatabase::sqlite();
+    let mut deployment = Deployment::new(database.url());
+    deployment.own_cache();
+    deployment.install("plugins/counter.wasm", "counter.wasm");
+    let mut first = deployment.start(&[]);
+    first
+        .wait_for_log("plugin running", 1, Duration::from_secs(120))
+        .await;
+    first.stop().await;
+    let log = first.log();
+    let compiling = log
+        .lines()
+        .position(|line| line.contains("compiling the plugin") && line.contains("counter.wasm"));
+    let compiled = log
+        .lines()
+        .position(|line| line.contains("compiled the plugin in ") && line.contains("counter.wasm"));
+    assert!(
+        matches!((compiling, compiled), (Some(start), Some(end)) if start < end),
+        "the compile's start and end: {log}"
+    );
+    let mut second = deployment.start(&[]);
+    second
+        .wait_for_log("plugin running", 1, Duration::from_secs(60))
+        .await;
+    second.stop().await;
+    assert!(
+        !second.log().contains("compiling the plugin"),
+        "{}",
+        second.log()
+    );
+}
