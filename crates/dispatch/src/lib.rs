@@ -10,6 +10,7 @@
 //!
 //! Depends on the store and the runtime, never on the command line.
 
+pub mod filter_check;
 mod handler;
 mod held_back;
 mod leases;
@@ -31,10 +32,10 @@ use arc_swap::ArcSwap;
 use eventhost_runtime::{PluginInfo, Reads, StartFrom, SubscriptionSpec};
 use eventhost_store::{
     Checkpoint, DefinedSubscription, EventStore, Filter, Store, StoreError, SubscriptionDefinition,
-    SubscriptionStore,
+    SubscriptionRecord, SubscriptionStore,
 };
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use handler::Handler;
 pub use leases::LEASE_TTL;
@@ -141,6 +142,45 @@ impl Dispatchable {
     pub fn batch_size(&self, name: &str) -> Option<usize> {
         let spec = self.handler.info().subscription(name)?;
         Some(eventhost_runtime::capped_batch_size(spec.batch_size, self.max_batch_size) as usize)
+    }
+}
+
+/// Warns that a changed filter sent `record` back to its start: how many events it will
+/// handle again, its state cleared.
+async fn warn_restarted(store: &Store, record: &SubscriptionRecord) {
+    let name = &record.name;
+    match store.count_after(record.checkpoint, &record.filter).await {
+        Ok(events) => warn!(
+            subscription = %name,
+            "filter changed: the subscription starts again from its beginning with its state \
+             cleared; {events} stored events match the new filter and will be handled again"
+        ),
+        Err(error) => warn!(
+            subscription = %name,
+            "filter changed: the subscription starts again from its beginning with its state \
+             cleared ({error} while counting its events)"
+        ),
+    }
+}
+
+/// Warns of each name of the subscriptions' filters that no stored event has (a typo
+/// receives nothing, silently otherwise). Runs beside the install: a failed look-up only
+/// says so at debug level.
+async fn check_names(store: Store, records: Vec<SubscriptionRecord>) {
+    for record in records {
+        let name = &record.name;
+        match filter_check::unmatched(&store, &record.filter).await {
+            Ok(misses) => {
+                for miss in misses {
+                    warn!(
+                        subscription = %name,
+                        "{miss}: the subscription receives nothing of that name until one is \
+                         appended (a typo in its filter?)"
+                    );
+                }
+            }
+            Err(error) => debug!(subscription = %name, %error, "cannot check the filter's names"),
+        }
     }
 }
 
@@ -273,6 +313,9 @@ impl Dispatcher {
         if let Some(leases) = &self.leases {
             leases.plugin_installed(&info);
         }
+        for defined in defined.iter().filter(|defined| defined.restarted) {
+            warn_restarted(&self.store, &defined.record).await;
+        }
         self.start_defined(&info, &mut installed, defined);
         self.stop_dropped(&info, &mut installed).await;
         self.plugins.insert(info.name.clone(), installed);
@@ -308,10 +351,12 @@ impl Dispatcher {
         installed: &mut Installed,
         defined: Vec<DefinedSubscription>,
     ) {
+        let records = defined
+            .iter()
+            .map(|defined| defined.record.clone())
+            .collect();
+        tokio::spawn(check_names(self.store.clone(), records));
         for (spec, defined) in info.subscriptions.iter().zip(defined) {
-            if defined.restarted {
-                info!(subscription = %defined.record.name, "filter changed: the subscription starts fresh, its state cleared");
-            }
             if !installed.workers.contains_key(&spec.name) {
                 let running = self.start_worker(
                     &info.name,

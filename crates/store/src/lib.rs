@@ -125,6 +125,22 @@ impl Signal {
     }
 }
 
+/// A column of names a subscription's filter matches events on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    AggregateType,
+    EventType,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameKind::AggregateType => "aggregate type",
+            NameKind::EventType => "event type",
+        })
+    }
+}
+
 /// What an entry of a batch weighs against its byte bound: its event's text.
 fn entry_bytes(entry: &BatchEntry) -> usize {
     entry.event.text_bytes()
@@ -292,6 +308,22 @@ impl Store {
             Store::Postgres(store) => store.enqueues(),
             Store::Sqlite(store) => store.enqueues(),
         }
+    }
+
+    /// Whether any stored event has `name` as its aggregate type or event type (`kind`): one
+    /// probe of the index leading with that column.
+    pub async fn has_name(&self, kind: NameKind, name: &str) -> Result<bool, StoreError> {
+        delegate!(self, "looking up a stored name", store => store.has_name(kind, name))
+    }
+
+    /// The distinct aggregate types or event types (`kind`) of stored events, in byte
+    /// order, at most `limit`: one index probe per name, however many events have it.
+    pub async fn stored_names(
+        &self,
+        kind: NameKind,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        delegate!(self, "listing stored names", store => store.stored_names(kind, limit))
     }
 
     /// Each subscription's parked events: how many, and since when the oldest waits.

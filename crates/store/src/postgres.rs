@@ -16,9 +16,9 @@ use sqlx::types::Json;
 use sqlx::{Connection, Row};
 
 use super::{
-    Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, Pulse, Signal, StoreError, StoreLimits, Writer, collect_until, entry_bytes,
-    from_sql_int, prepare_all, sql_int, sql_limit,
+    Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, NameKind,
+    PendingAppend, PreparedEvent, Pulse, Signal, StoreError, StoreLimits, Writer, collect_until,
+    entry_bytes, from_sql_int, prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{
     Event, ExpectedVersion, Metadata, Payload, Position, StreamId, StreamPage, StreamRead, Version,
@@ -972,7 +972,66 @@ impl EventStore for PgStore {
     }
 }
 
+/// Whether an event has the name `$1` in column `$column`.
+macro_rules! has_name_query {
+    ($column:literal) => {
+        concat!(
+            "SELECT EXISTS (SELECT 1 FROM eventhost.events WHERE ",
+            $column,
+            " = $1)"
+        )
+    };
+}
+
+/// The distinct names of column `$column`, in order, at most `$1`: a skip scan of the
+/// column's index, one probe per name (`min` of the names above the last).
+macro_rules! names_query {
+    ($column:literal) => {
+        concat!(
+            "WITH RECURSIVE names (name) AS (
+                 SELECT min(",
+            $column,
+            ") FROM eventhost.events
+                 UNION ALL
+                 SELECT (SELECT min(",
+            $column,
+            ") FROM eventhost.events WHERE ",
+            $column,
+            " > names.name)
+                 FROM names WHERE names.name IS NOT NULL
+             )
+             SELECT name FROM names WHERE name IS NOT NULL LIMIT $1"
+        )
+    };
+}
+
 impl PgStore {
+    pub(crate) async fn has_name(&self, kind: NameKind, name: &str) -> Result<bool, StoreError> {
+        let sql = match kind {
+            NameKind::AggregateType => has_name_query!("aggregate_type"),
+            NameKind::EventType => has_name_query!("event_type"),
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(crate) async fn stored_names(
+        &self,
+        kind: NameKind,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = match kind {
+            NameKind::AggregateType => names_query!("aggregate_type"),
+            NameKind::EventType => names_query!("event_type"),
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(sql_limit(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// The oldest transaction of the cluster that has written and not ended, if any: it
     /// holds back what subscriptions may read (see migrations/postgres), in any database of
     /// the cluster. A session's, or a prepared transaction's. Sessions of other roles show

@@ -22,9 +22,9 @@ use uuid::Uuid;
 use eventhost_domain::append::{StoredId, check_version, duplicate_outcome, prepare};
 
 use super::{
-    Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, PendingAppend,
-    PreparedEvent, Pulse, Signal, StoreError, StoreLimits, collect_until, entry_bytes,
-    from_sql_int, prepare_all, sql_int, sql_limit,
+    Appended, AppendedEvent, BatchEntry, BatchLimit, Checkpoint, EventStore, Filter, NameKind,
+    PendingAppend, PreparedEvent, Pulse, Signal, StoreError, StoreLimits, collect_until,
+    entry_bytes, from_sql_int, prepare_all, sql_int, sql_limit,
 };
 use eventhost_domain::{
     Event, ExpectedVersion, Metadata, NewEvent, Payload, Position, StreamId, StreamPage,
@@ -747,7 +747,66 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// Whether an event has the name `?1` in column `$column`.
+macro_rules! has_name_query {
+    ($column:literal) => {
+        concat!(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE ",
+            $column,
+            " = ?1)"
+        )
+    };
+}
+
+/// The distinct names of column `$column`, in order, at most `?1`: a skip scan of the
+/// column's index, one probe per name (`min` of the names above the last).
+macro_rules! names_query {
+    ($column:literal) => {
+        concat!(
+            "WITH RECURSIVE names (name) AS (
+                 SELECT min(",
+            $column,
+            ") FROM events
+                 UNION ALL
+                 SELECT (SELECT min(",
+            $column,
+            ") FROM events WHERE ",
+            $column,
+            " > names.name)
+                 FROM names WHERE names.name IS NOT NULL
+             )
+             SELECT name FROM names WHERE name IS NOT NULL LIMIT ?1"
+        )
+    };
+}
+
 impl SqliteStore {
+    pub(crate) async fn has_name(&self, kind: NameKind, name: &str) -> Result<bool, StoreError> {
+        let sql = match kind {
+            NameKind::AggregateType => has_name_query!("aggregate_type"),
+            NameKind::EventType => has_name_query!("event_type"),
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(crate) async fn stored_names(
+        &self,
+        kind: NameKind,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = match kind {
+            NameKind::AggregateType => names_query!("aggregate_type"),
+            NameKind::EventType => names_query!("event_type"),
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(sql_limit(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// The head of the log and the control counter, in one query.
     pub(crate) async fn pulse(&self) -> Result<Pulse, StoreError> {
         let (position, control): (Option<i64>, i64) = sqlx::query_as(

@@ -17,7 +17,7 @@ mod test;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use eventhost_store::{self as store, StoreError};
 
@@ -82,7 +82,16 @@ enum Command {
 
 /// Runs the command line and turns its outcome into an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    // `plugins check` reads a database only when `--database-url` names one: neither the
+    // default SQLite file (it would be created to answer nothing) nor `DATABASE_URL`, set
+    // for the daemon, which a check of a file before a deploy must not touch unasked.
+    let database_named =
+        matches.value_source("database_url") == Some(clap::parser::ValueSource::CommandLine);
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -90,7 +99,7 @@ pub fn main() -> ExitCode {
             return fail(&anyhow::Error::new(error).context("cannot start the async runtime"));
         }
     };
-    let outcome = runtime.block_on(run(cli));
+    let outcome = runtime.block_on(run(cli, database_named));
     // A plugin still compiling on a blocking thread (the daemon was stopped while loading
     // it) must not hold up the exit: its artifact is written atomically or not at all.
     runtime.shutdown_timeout(Duration::from_millis(250));
@@ -100,7 +109,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, database_named: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(&cli.database_url, args).await,
         Command::Subscriptions(command) => subscriptions::run(&cli.database_url, command).await,
@@ -116,7 +125,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test(args) => test::run(args).await,
-        Command::Plugins(command) => plugins::run(&cli.database_url, command).await,
+        Command::Plugins(command) => {
+            let named = database_named.then_some(cli.database_url.as_str());
+            plugins::run(&cli.database_url, named, command).await
+        }
     }
 }
 

@@ -10,11 +10,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use eventhost_dispatch::filter_check::unmatched;
 use eventhost_domain::StoreLimits;
 use eventhost_runtime::{
-    FileRules, Interruption, PluginInfo, Runtime, RuntimeConfig, SubscriptionSpec,
+    FileRules, Interruption, PluginInfo, Runtime, RuntimeConfig, StartFrom, SubscriptionSpec,
 };
-use eventhost_store::{self as store, PluginRecords};
+use eventhost_store::{self as store, Checkpoint, Filter, PluginRecords, SubscriptionStore};
 
 use crate::config::Config;
 
@@ -45,9 +46,15 @@ pub struct CheckArgs {
     config: Option<PathBuf>,
 }
 
-pub async fn run(database_url: &str, command: PluginsCommand) -> anyhow::Result<ExitCode> {
+/// `named_database`: the database the operator named, which `check` compares the plugin's
+/// filters with (none: `check` reads no database).
+pub async fn run(
+    database_url: &str,
+    named_database: Option<&str>,
+    command: PluginsCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
-        PluginsCommand::Check(args) => check(args).await,
+        PluginsCommand::Check(args) => check(args, named_database).await,
         PluginsCommand::List { json } => list(database_url, json).await,
     }
 }
@@ -88,7 +95,7 @@ async fn list(database_url: &str, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+async fn check(args: CheckArgs, named_database: Option<&str>) -> anyhow::Result<ExitCode> {
     let config = RuntimeConfig {
         interruption: Interruption::Epoch,
         pool: None,
@@ -116,19 +123,84 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("{} is rejected", args.plugin.display()))?;
     let info = plugin.handler.info();
     let grants = plugin.handler.sinks();
+    let warnings = match named_database {
+        Some(url) => deploy_warnings(url, info).await?,
+        None => Vec::new(),
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut value = serde_json::to_value(info)?;
         value["sinks"] = serde_json::json!(grants);
+        if let Some(subscriptions) = value["subscriptions"].as_array_mut() {
+            for subscription in subscriptions {
+                let capped = subscription["name"]
+                    .as_str()
+                    .and_then(|name| plugin.batch_size(name));
+                if let Some(capped) = capped {
+                    subscription["batch_size"] = serde_json::json!(capped);
+                }
+            }
+        }
+        if named_database.is_some() {
+            value["warnings"] = serde_json::json!(warnings);
+        }
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)
     } else {
-        write!(out, "{}", describe(info, &grants))
+        let mut text = describe(info, &grants, |name| plugin.batch_size(name));
+        for warning in &warnings {
+            text.push_str(&format!("  warning: {warning}\n"));
+        }
+        write!(out, "{text}")
     }
     .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(info: &PluginInfo, sinks: &[&str]) -> String {
+/// What deploying the plugin would do that its author may not mean, compared with the
+/// database at `url`: a subscription whose filter changed starts again with its state
+/// cleared; a filter's name that no stored event has receives nothing.
+async fn deploy_warnings(url: &str, info: &PluginInfo) -> anyhow::Result<Vec<String>> {
+    let store = store::connect(url).await?;
+    let mut warnings = Vec::new();
+    for spec in &info.subscriptions {
+        let name = format!("{}.{}", info.name, spec.name);
+        let filter = Filter {
+            aggregate_types: spec.aggregate_types.clone(),
+            event_types: spec.event_types.clone(),
+        }
+        .canonical();
+        if let Some(stored) = store.subscription(&name).await?
+            && stored.filter.clone().canonical() != filter
+        {
+            let again = match spec.start_from {
+                StartFrom::Beginning => {
+                    let events = store.count_after(Checkpoint::ORIGIN, &filter).await?;
+                    format!(
+                        "from its beginning, clears its state and handles the {events} stored events the new filter matches again"
+                    )
+                }
+                StartFrom::Now => "from the moment of the deploy and clears its state".to_owned(),
+            };
+            warnings.push(format!(
+                "{name}: its filter differs from the running subscription's: deploying it starts \
+                 the subscription again {again}"
+            ));
+        }
+        for miss in unmatched(&store, &filter).await? {
+            warnings.push(format!(
+                "{name}: {miss}: the subscription would receive nothing of that name (a typo?)"
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// The plugin as text; `batch_size` gives a subscription's batch size under the sidecar's cap.
+fn describe(
+    info: &PluginInfo,
+    sinks: &[&str],
+    batch_size: impl Fn(&str) -> Option<usize>,
+) -> String {
     let mut text = format!("{} {}\n", info.name, info.version);
     let granted = if sinks.is_empty() {
         "none".to_owned()
@@ -137,12 +209,17 @@ fn describe(info: &PluginInfo, sinks: &[&str]) -> String {
     };
     text.push_str(&format!("  sinks granted: {granted}\n"));
     for subscription in &info.subscriptions {
-        text.push_str(&describe_subscription(&info.name, subscription));
+        let capped = batch_size(&subscription.name).unwrap_or(subscription.batch_size as usize);
+        text.push_str(&describe_subscription(&info.name, subscription, capped));
     }
     text
 }
 
-fn describe_subscription(plugin: &str, subscription: &SubscriptionSpec) -> String {
+fn describe_subscription(
+    plugin: &str,
+    subscription: &SubscriptionSpec,
+    batch_size: usize,
+) -> String {
     let list = |names: &[String]| {
         if names.is_empty() {
             "any".to_owned()
@@ -155,10 +232,10 @@ fn describe_subscription(plugin: &str, subscription: &SubscriptionSpec) -> Strin
         subscription.name,
         list(&subscription.aggregate_types),
         list(&subscription.event_types),
-        subscription.batch_size,
+        batch_size,
         match subscription.start_from {
-            eventhost_runtime::StartFrom::Beginning => "beginning",
-            eventhost_runtime::StartFrom::Now => "now",
+            StartFrom::Beginning => "beginning",
+            StartFrom::Now => "now",
         }
     )
 }
