@@ -190,3 +190,45 @@ fn a_sidecar_payload_cap_above_the_stores_is_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `eventhost test` and `plugins check` leave no `data/cache` in the directory they run in:
+/// without `--cache-dir` they cache compiled plugins in the user's cache folder.
+#[test]
+fn test_and_check_cache_in_the_users_cache_folder_not_the_working_directory() {
+    let plugin = Deployed::counter(None);
+    let home = plugin.dir.join("home");
+    let work = plugin.dir.join("work");
+    std::fs::create_dir_all(&work).expect("create the working directory");
+    let events = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders.jsonl");
+    let (wasm, events) = (plugin.wasm(), events.to_owned());
+    let runs: [Vec<&std::ffi::OsStr>; 2] = [
+        vec![
+            "test".as_ref(),
+            wasm.as_ref(),
+            "--events".as_ref(),
+            events.as_ref(),
+        ],
+        vec!["plugins".as_ref(), "check".as_ref(), wasm.as_ref()],
+    ];
+    for args in runs {
+        let output = Command::new(EVENTHOST)
+            .args(&args)
+            .current_dir(&work)
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("EVENTHOST_CACHE_DIR")
+            .output()
+            .expect("run eventhost");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    }
+    assert!(!work.join("data").exists(), "nothing written where it ran");
+    let cached = std::fs::read_dir(home.join(".cache/eventhost"))
+        .expect("the user's cache folder")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+        .count();
+    assert_eq!(
+        cached, 2,
+        "an artifact each: the harness's engine counts fuel, check's is the daemon's"
+    );
+}

@@ -132,6 +132,17 @@ async fn run(cli: Cli, database_named: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where `test` and `plugins check` cache compiled plugins unless told: the user's cache
+/// folder (`$XDG_CACHE_HOME/eventhost`, else `~/.cache/eventhost`, on Linux), not `data/cache`
+/// of whatever directory they run in, which a plugin's author would find tens of MB of
+/// artifacts in. `data/cache` when the system names no cache folder.
+pub(crate) fn user_cache_dir() -> std::path::PathBuf {
+    dirs::cache_dir().map_or_else(
+        || std::path::PathBuf::from(eventhost_runtime::DEFAULT_CACHE_DIR),
+        |dir| dir.join("eventhost"),
+    )
+}
+
 /// A position or a version as the command line takes it: the store keeps them as signed
 /// 64-bit integers, so larger numbers are a usage error, not an overflow.
 pub(crate) fn stored_number() -> clap::builder::RangedU64ValueParser<u64> {

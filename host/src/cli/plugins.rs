@@ -38,9 +38,10 @@ pub struct CheckArgs {
     /// Print the description as JSON.
     #[arg(long)]
     json: bool,
-    /// Where compiled artifacts are cached.
-    #[arg(long, env = "EVENTHOST_CACHE_DIR", default_value = eventhost_runtime::DEFAULT_CACHE_DIR)]
-    cache_dir: PathBuf,
+    /// Where compiled artifacts are cached [default: the user's cache folder, e.g.
+    /// ~/.cache/eventhost]
+    #[arg(long, value_name = "DIR", env = "EVENTHOST_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// The daemon's configuration file: the sinks a sidecar may grant.
     #[arg(long, value_name = "FILE", env = "EVENTHOST_CONFIG")]
     config: Option<PathBuf>,
@@ -100,7 +101,7 @@ async fn check(args: CheckArgs, named_database: Option<&str>) -> anyhow::Result<
         interruption: Interruption::Epoch,
         pool: None,
         guests: None,
-        cache_dir: Some(args.cache_dir),
+        cache_dir: Some(args.cache_dir.unwrap_or_else(super::user_cache_dir)),
         seeded_random: false,
         store_limits: StoreLimits::default(),
     };

@@ -24,9 +24,10 @@ pub struct TestArgs {
     /// "messages": [...], "errors": [...]}.
     #[arg(long)]
     expect: Option<PathBuf>,
-    /// Where compiled artifacts are cached.
-    #[arg(long, env = "EVENTHOST_CACHE_DIR", default_value = eventhost_runtime::DEFAULT_CACHE_DIR)]
-    cache_dir: PathBuf,
+    /// Where compiled artifacts are cached [default: the user's cache folder, e.g.
+    /// ~/.cache/eventhost]
+    #[arg(long, value_name = "DIR", env = "EVENTHOST_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -34,7 +35,8 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let fixture = harness::read_event_lines(fixture.as_bytes())
         .with_context(|| format!("in {}", args.events.display()))?;
     let expectations = args.expect.as_ref().map(read_expectations).transpose()?;
-    let runtime = harness::deterministic_runtime(Some(args.cache_dir))?;
+    let cache_dir = args.cache_dir.unwrap_or_else(super::user_cache_dir);
+    let runtime = harness::deterministic_runtime(Some(cache_dir))?;
     let mut harness = harness::load(&runtime, &args.plugin).await?;
     harness.append_fixture(&fixture)?;
     harness.run().await?;
