@@ -124,10 +124,65 @@ fn progress_summary(progress: Option<&serde_json::Value>) -> String {
         return "-".into();
     };
     let rate = progress["events_per_second"].as_f64().unwrap_or(0.0);
-    match progress["eta_seconds"].as_u64() {
+    let summary = match progress["eta_seconds"].as_u64() {
         Some(eta) if progress["lag"].as_u64().unwrap_or(0) > 0 => {
             format!("{rate:.0} ev/s, eta {eta}s")
         }
         _ => format!("{rate:.0} ev/s"),
+    };
+    // A subscription gone idle reports no more: say how old the last report is.
+    let age = progress["measured_at"]
+        .as_str()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| operate::age_seconds(at.with_timezone(&chrono::Utc)));
+    match age {
+        Some(age) if age >= STALE_PROGRESS_SECONDS => {
+            format!("{summary} ({} ago)", rough_duration(age))
+        }
+        _ => summary,
+    }
+}
+
+/// How old a progress report may be before `subscriptions list` says its age: a busy
+/// subscription reports every `--progress-interval` (default 10 s).
+const STALE_PROGRESS_SECONDS: f64 = 60.0;
+
+/// `age` in seconds as the largest whole unit: `90 s` is `1m`, `7200 s` is `2h`.
+fn rough_duration(age: f64) -> String {
+    let seconds = age as u64;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_summary;
+    use serde_json::json;
+
+    #[test]
+    fn an_old_progress_report_says_its_age() {
+        let now = chrono::Utc::now();
+        let report = |seconds_ago: i64, lag: u64| {
+            json!({
+                "events_per_second": 5000.0,
+                "lag": lag,
+                "eta_seconds": 3,
+                "measured_at": now - chrono::Duration::seconds(seconds_ago),
+            })
+        };
+        assert_eq!(progress_summary(Some(&report(5, 100))), "5000 ev/s, eta 3s");
+        assert_eq!(
+            progress_summary(Some(&report(600, 0))),
+            "5000 ev/s (10m ago)"
+        );
+        assert_eq!(
+            progress_summary(Some(&report(7300, 0))),
+            "5000 ev/s (2h ago)"
+        );
+        assert_eq!(progress_summary(None), "-");
     }
 }
