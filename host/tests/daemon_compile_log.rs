@@ -2,7 +2,8 @@
 //! bytes) logs that it compiles the plugin and how long that took, which for an interpreter
 //! plugin is a minute of an otherwise silent start.
 //!
-//! Uses `dist/plugins/counter.wasm`, built by `bash scripts/build-plugins.sh`.
+//! Uses `dist/plugins/counter.wasm` and `dist/plugins/order-totals-py.wasm`, built by
+//! `bash scripts/build-plugins.sh`.
 
 #[path = "support/daemon.rs"]
 mod daemon;
@@ -45,5 +46,34 @@ async fn a_first_load_logs_the_compile_and_its_time_and_a_cached_one_does_not() 
         !second.log().contains("compiling the plugin"),
         "{}",
         second.log()
+    );
+}
+
+/// Plugins compile at once, each loaded as soon as its compile ends: a small Rust plugin
+/// runs long before an interpreter plugin that sorts before it has compiled.
+#[tokio::test]
+async fn a_small_plugin_starts_without_waiting_for_a_big_ones_compile() {
+    let database = TestDatabase::sqlite();
+    let mut deployment = Deployment::new(database.url());
+    deployment.own_cache();
+    deployment.install("plugins/order-totals-py.wasm", "a-python.wasm");
+    deployment.install("plugins/counter.wasm", "counter.wasm");
+    let mut daemon = deployment.start(&[]);
+    daemon
+        .wait_for_log("plugin running", 2, Duration::from_secs(300))
+        .await;
+    daemon.stop().await;
+    let log = daemon.log();
+    let line_of = |what: &str, file: &str| {
+        log.lines()
+            .position(|line| line.contains(what) && line.contains(file))
+            .unwrap_or_else(|| panic!("no `{what}` for {file} in the log:\n{log}"))
+    };
+    let counter_running = line_of("plugin running", "counter.wasm");
+    let python_compiled = line_of("compiled the plugin in", "a-python.wasm");
+    assert!(
+        line_of("compiling the plugin", "a-python.wasm") < counter_running
+            && counter_running < python_compiled,
+        "the counter runs while the Python plugin compiles:\n{log}"
     );
 }

@@ -221,6 +221,20 @@ impl Runtime {
         ))
     }
 
+    /// Compiles `bytes` into the compile cache unless their artifact is there already, so
+    /// that a later [`Runtime::load`] of them takes it from there in milliseconds; `label`
+    /// names the file in the log. Without a cache it does nothing. What does not compile is
+    /// left for `load` to report: warming says nothing of it.
+    pub async fn warm(&self, label: &str, bytes: Vec<u8>) {
+        if self.shared.cache.is_none() || load::check_header(&bytes).is_err() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let file = label.to_owned();
+        let compiled = tokio::task::spawn_blocking(move || compile(&shared, bytes, &file)).await;
+        drop(compiled);
+    }
+
     fn check_limits_fit_pool(&self, limits: &Limits) -> Result<(), LoadError> {
         let Some(pool) = &self.shared.pool else {
             return Ok(());
