@@ -232,3 +232,26 @@ fn test_and_check_cache_in_the_users_cache_folder_not_the_working_directory() {
         "an artifact each: the harness's engine counts fuel, check's is the daemon's"
     );
 }
+
+/// `eventhost test` uses no database: its help does not offer `--database-url`, and a
+/// `--database-url` after `test` is refused rather than silently ignored.
+#[test]
+fn test_offers_no_database_url_and_refuses_one() {
+    let help = Command::new(EVENTHOST)
+        .args(["test", "--help"])
+        .output()
+        .expect("run eventhost test --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--events") && !help.contains("--database-url"),
+        "{help}"
+    );
+    let plugin = Deployed::counter(None);
+    let refused = eventhost(&["test", "--database-url", "sqlite://x.db"], &plugin.wasm());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("eventhost test uses no database"),
+        "{stderr}"
+    );
+}

@@ -92,6 +92,12 @@ pub fn main() -> ExitCode {
     // for the daemon, which a check of a file before a deploy must not touch unasked.
     let database_named =
         matches.value_source("database_url") == Some(clap::parser::ValueSource::CommandLine);
+    if database_named && matches!(cli.command, Command::Test(_)) {
+        return fail(&anyhow::anyhow!(
+            "eventhost test uses no database (it runs the plugin on an in-memory store): \
+             --database-url does not apply"
+        ));
+    }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -28,6 +28,10 @@ pub struct TestArgs {
     /// ~/.cache/eventhost]
     #[arg(long, value_name = "DIR", env = "EVENTHOST_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Shadows the global `--database-url`, which `test` has no use for: hidden from its
+    /// help (the command line refuses it when given).
+    #[arg(long, hide = true)]
+    database_url: Option<String>,
 }
 
 pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
