@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use daemon::{Deployment, TestDatabase};
+use daemon::{Deployment, TestDatabase, dist};
 
 /// Each spinning batch may run this long; the loopers fail every batch.
 const SPIN_SIDECAR: &str = "[limits]\ntime_per_batch_ms = 1000\n";
@@ -89,13 +89,19 @@ async fn a_spinning_describe_is_rejected_at_its_limit_and_never_holds_up_a_shutd
     daemon.until_counted(&deployment, 1).await;
     daemon.stop().await;
 
-    // With the default limit (10 s), a shutdown while it spins is not kept waiting.
+    // With the default limit (10 s), a shutdown while it spins is not kept waiting. The
+    // spinner arrives once the counter runs (plugins load in the order their compiles end,
+    // so at start either could be first): its `describe` is then spinning at the signal.
     std::fs::remove_file(deployment.plugin_path("describer.toml")).unwrap();
+    std::fs::remove_file(deployment.plugin_path("describer.wasm")).unwrap();
     let mut daemon = deployment.start(&[]);
     daemon
         .wait_for_log("plugin running", 1, Duration::from_secs(60))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let arriving = deployment.plugin_path(".describer.tmp");
+    std::fs::copy(dist("hostile/hostile-describe-loop.wasm"), &arriving).unwrap();
+    std::fs::rename(&arriving, deployment.plugin_path("describer.wasm")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, took) = daemon.stop_with("TERM", Duration::from_secs(20)).await;
     assert!(status.success(), "exited with {status}");
     assert!(took < Duration::from_secs(2), "stopped in {took:?}");
