@@ -493,12 +493,41 @@ pub fn release_binary(given: Option<&Path>) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// The build a benchmark that starts the release daemon runs, as each takes it
+/// (`#[command(flatten)]`).
+#[derive(Debug, clap::Args)]
+pub struct Build {
+    /// The build under test [default: release/eventhost in the cargo target directory].
+    #[arg(long)]
+    pub eventhost: Option<PathBuf>,
+    /// Where the built components are (`dist/` of the workspace).
+    #[arg(long)]
+    pub dist: Option<PathBuf>,
+}
+
+impl Build {
+    /// The `eventhost` binary under test (see [`release_binary`]).
+    pub fn binary(&self) -> Result<PathBuf> {
+        release_binary(self.eventhost.as_deref())
+    }
+
+    /// Where the built components are (see [`dist_dir`]).
+    pub fn dist(&self) -> PathBuf {
+        dist_dir(self.dist.as_deref())
+    }
+}
+
+/// Where the built components are: `given`, or the workspace's `dist/`.
+pub fn dist_dir(given: Option<&Path>) -> PathBuf {
+    given
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"))
+}
+
 /// A plugins folder in `dir` holding the example plugins `names`, copied from `dist` (the
 /// workspace's `dist/` unless given).
 pub fn plugins_folder(dir: &Path, dist: Option<&Path>, names: &[&str]) -> Result<PathBuf> {
-    let dist = dist
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"));
+    let dist = dist_dir(dist);
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins)?;
     for plugin in names {

@@ -23,16 +23,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Daemon, Server, TempDir, cells, header, millis, percentile, rename_plugin,
-    target_dir,
+    BenchDatabase, Build, Daemon, Server, TempDir, cells, header, millis, percentile,
+    rename_plugin, target_dir,
 };
 use sqlx::{PgPool, SqlitePool};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// The build under test [default: release/eventhost in the cargo target directory].
-    #[arg(long)]
-    eventhost: Option<PathBuf>,
+    #[command(flatten)]
+    build: Build,
     /// An earlier build to measure beside it.
     #[arg(long)]
     baseline: Option<PathBuf>,
@@ -45,9 +44,6 @@ struct Args {
     /// Latency samples of the counter beside the spinning plugins.
     #[arg(long, default_value_t = 10)]
     contended_samples: usize,
-    /// Where the built components are (`dist/` of the workspace).
-    #[arg(long)]
-    dist: Option<PathBuf>,
     #[command(flatten)]
     server: Server,
 }
@@ -67,10 +63,7 @@ struct Components {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let dist = args
-        .dist
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"));
+    let dist = args.build.dist();
     let read = |relative: &str| {
         let path = dist.join(relative);
         std::fs::read(&path).with_context(|| {
@@ -85,7 +78,7 @@ async fn main() -> Result<()> {
         spin: read("hostile/hostile-spin.wasm")?,
         spin_loop: read("hostile/hostile-loop.wasm")?,
     };
-    let under_test = match &args.eventhost {
+    let under_test = match &args.build.eventhost {
         Some(path) => path.clone(),
         None => target_dir()?.join("release/eventhost"),
     };

@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Daemon, Server, TempDir, cells, header, millis, percentile, plugins_folder,
-    release_binary, thousands,
+    BenchDatabase, Build, Daemon, Server, TempDir, cells, header, millis, percentile,
+    plugins_folder, thousands,
 };
 use eventhost_store::{PgStore, StoreLimits, SubscriptionStore};
 use tokio::time::Instant;
@@ -32,12 +32,8 @@ struct Args {
     /// The daemons' lease TTL, in seconds.
     #[arg(long, default_value_t = 3)]
     lease_ttl: u64,
-    /// The build under test [default: release/eventhost in the cargo target directory].
-    #[arg(long)]
-    eventhost: Option<PathBuf>,
-    /// Where the built components are (`dist/` of the workspace).
-    #[arg(long)]
-    dist: Option<PathBuf>,
+    #[command(flatten)]
+    build: Build,
     #[command(flatten)]
     server: Server,
 }
@@ -74,9 +70,9 @@ impl Setup {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let binary = release_binary(args.eventhost.as_deref())?;
+    let binary = args.build.binary()?;
     let temp = TempDir::new("failover")?;
-    let plugins = plugins_folder(&temp.0, args.dist.as_deref(), &PLUGINS)?;
+    let plugins = plugins_folder(&temp.0, args.build.dist.as_deref(), &PLUGINS)?;
     let setup = Setup {
         binary,
         plugins,

@@ -21,8 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Daemon, Server, TempDir, cells, header, plugins_folder, release_binary,
-    rename_plugin,
+    BenchDatabase, Build, Daemon, Server, TempDir, cells, header, plugins_folder, rename_plugin,
 };
 use eventhost_store::{PgStore, PluginRecords, StoreLimits, SubscriptionStore};
 use sqlx::PgPool;
@@ -38,12 +37,8 @@ struct Args {
     /// Seconds the daemon idles before each sample.
     #[arg(long, default_value_t = 3)]
     idle_seconds: u64,
-    /// The build under test [default: release/eventhost in the cargo target directory].
-    #[arg(long)]
-    eventhost: Option<PathBuf>,
-    /// Where the built components are (`dist/` of the workspace).
-    #[arg(long)]
-    dist: Option<PathBuf>,
+    #[command(flatten)]
+    build: Build,
     #[command(flatten)]
     server: Server,
 }
@@ -142,12 +137,9 @@ struct Case {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let binary = release_binary(args.eventhost.as_deref())?;
+    let binary = args.build.binary()?;
     let temp = TempDir::new("memory")?;
-    let dist = args
-        .dist
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"));
+    let dist = args.build.dist();
 
     let mut folders: Vec<(String, PathBuf)> = vec![
         (

@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Dispatcher, Probe, Server, TempDir, cells, header, init_logs, millis,
+    BenchDatabase, Dispatcher, Probe, Server, TempDir, cells, dist_dir, header, init_logs, millis,
     percentile, thousands,
 };
 use eventhost_dispatch::plugins::{SinkNames, load_plugin};
@@ -90,10 +90,7 @@ impl Figures {
 async fn main() -> Result<()> {
     init_logs();
     let args = Args::parse();
-    let dist = args
-        .dist
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist"));
+    let dist = dist_dir(args.dist.as_deref());
     let cache = TempDir::new("policy-cache")?;
     let runtime = Runtime::new(RuntimeConfig::daemon(&cache.0)).context("start the runtime")?;
     let path = dist.join("plugins/shipping-policy.wasm");

@@ -49,7 +49,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Dispatcher, Probe, Server, TempDir, cells, header, init_logs, millis,
+    BenchDatabase, Dispatcher, Probe, Server, TempDir, cells, dist_dir, header, init_logs, millis,
     settle_backlog, thousands, wait_for_checkpoint,
 };
 use eventhost_dispatch::plugins::{SinkNames, load_plugin};
@@ -134,10 +134,7 @@ async fn main() -> Result<()> {
     );
     println!("load average at start: {load_at_start}");
 
-    let dist = match &args.dist {
-        Some(dist) => dist.clone(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"),
-    };
+    let dist = dist_dir(args.dist.as_deref());
     let paths = LANGUAGES
         .iter()
         .map(|language| component_path(&dist, language))

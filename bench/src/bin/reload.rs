@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use eventhost::daemon::{self, Daemon, DaemonConfig};
-use eventhost_bench::{TempDir, millis, percentile, rename_plugin};
+use eventhost_bench::{TempDir, dist_dir, millis, percentile, rename_plugin};
 use eventhost_dispatch::shutdown::ShutdownTrigger;
 use eventhost_domain::{ExpectedVersion, NewEvent, StreamId};
 use eventhost_runtime::{Limits, Runtime, RuntimeConfig};
@@ -68,10 +68,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    let dist = match args.dist.clone() {
-        Some(dist) => dist,
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist"),
-    };
+    let dist = dist_dir(args.dist.as_deref());
     let read = |relative: &str| {
         let path = dist.join(relative);
         std::fs::read(&path).with_context(|| {

@@ -12,14 +12,13 @@
 //! `bash scripts/build-plugins.sh && cargo build --release -p eventhost && cargo run --release
 //! -p eventhost-bench --bin soak -- [--minutes 30] [--rate 500]`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventhost_bench::{
-    BenchDatabase, Daemon, Server, TempDir, cells, header, plugins_folder, release_binary,
-    thousands,
+    BenchDatabase, Build, Daemon, Server, TempDir, cells, header, plugins_folder, thousands,
 };
 use std::str::FromStr;
 
@@ -42,12 +41,8 @@ struct Args {
     /// How much resident memory may grow from the first sample to the last, in percent.
     #[arg(long, default_value_t = 20)]
     rss_growth_percent: u64,
-    /// The build under test [default: release/eventhost in the cargo target directory].
-    #[arg(long)]
-    eventhost: Option<PathBuf>,
-    /// Where the built components are (`dist/` of the workspace).
-    #[arg(long)]
-    dist: Option<PathBuf>,
+    #[command(flatten)]
+    build: Build,
     #[command(flatten)]
     server: Server,
 }
@@ -90,9 +85,9 @@ struct Sample {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let binary = release_binary(args.eventhost.as_deref())?;
+    let binary = args.build.binary()?;
     let temp = TempDir::new("soak")?;
-    let plugins = plugins_folder(&temp.0, args.dist.as_deref(), &PLUGINS)?;
+    let plugins = plugins_folder(&temp.0, args.build.dist.as_deref(), &PLUGINS)?;
     let database = BenchDatabase::create(&args.server.database_url).await?;
     let outcome = soak(&args, &binary, &database.url, &temp.0, &plugins).await;
     database.drop_it().await?;
