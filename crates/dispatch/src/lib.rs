@@ -186,7 +186,7 @@ async fn check_names(store: Store, records: Vec<SubscriptionRecord>) {
 
 /// The subscription's filter in canonical form: reordering the lists in `describe` is not
 /// a change.
-fn filter_of(spec: &SubscriptionSpec) -> Filter {
+pub fn filter_of(spec: &SubscriptionSpec) -> Filter {
     Filter {
         aggregate_types: spec.aggregate_types.clone(),
         event_types: spec.event_types.clone(),

@@ -176,11 +176,7 @@ impl Runtime {
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
         let bytes = read_plugin_file(path, rules).await?;
-        let label = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        );
-        self.load(&label, bytes, limits).await
+        self.load(&file_label(path), bytes, limits).await
     }
 
     /// Loads a plugin from its bytes: checks, compiles (or takes the cached artifact), links,
@@ -193,14 +189,7 @@ impl Runtime {
     ) -> Result<Plugin, LoadError> {
         load::check_header(&bytes)?;
         self.check_limits_fit_pool(&limits)?;
-        let shared = Arc::clone(&self.shared);
-        let file = label.to_owned();
-        let (component, cache) =
-            tokio::task::spawn_blocking(move || compile(&shared, bytes, &file))
-                .await
-                .map_err(|error| {
-                    LoadError::Compile(format!("the compiler task failed: {error}"))
-                })??;
+        let (component, cache) = self.compile(label, bytes).await?;
         load::check_world(&self.shared.engine, &component)?;
         let instance_pre = self
             .shared
@@ -229,10 +218,20 @@ impl Runtime {
         if self.shared.cache.is_none() || load::check_header(&bytes).is_err() {
             return;
         }
+        drop(self.compile(label, bytes).await);
+    }
+
+    /// [`compile`] on a blocking thread, off the async runtime's workers.
+    async fn compile(
+        &self,
+        label: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(wasmtime::component::Component, CacheOutcome), LoadError> {
         let shared = Arc::clone(&self.shared);
         let file = label.to_owned();
-        let compiled = tokio::task::spawn_blocking(move || compile(&shared, bytes, &file)).await;
-        drop(compiled);
+        tokio::task::spawn_blocking(move || compile(&shared, bytes, &file))
+            .await
+            .map_err(|error| LoadError::Compile(format!("the compiler task failed: {error}")))?
     }
 
     fn check_limits_fit_pool(&self, limits: &Limits) -> Result<(), LoadError> {
@@ -257,6 +256,14 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// How a plugin file is named in logs until the plugin has described itself: its file name.
+pub fn file_label(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
 }
 
 /// Compiles `bytes` (or loads their cached artifact), then drops them and hands what the

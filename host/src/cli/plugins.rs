@@ -11,11 +11,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use eventhost_dispatch::filter_check::unmatched;
+use eventhost_dispatch::filter_of;
 use eventhost_domain::StoreLimits;
 use eventhost_runtime::{
     FileRules, Interruption, PluginInfo, Runtime, RuntimeConfig, StartFrom, SubscriptionSpec,
 };
-use eventhost_store::{self as store, Checkpoint, Filter, PluginRecords, SubscriptionStore};
+use eventhost_store::{self as store, Checkpoint, PluginRecords, SubscriptionStore};
 
 use crate::config::Config;
 
@@ -165,11 +166,7 @@ async fn deploy_warnings(url: &str, info: &PluginInfo) -> anyhow::Result<Vec<Str
     let mut warnings = Vec::new();
     for spec in &info.subscriptions {
         let name = format!("{}.{}", info.name, spec.name);
-        let filter = Filter {
-            aggregate_types: spec.aggregate_types.clone(),
-            event_types: spec.event_types.clone(),
-        }
-        .canonical();
+        let filter = filter_of(spec);
         if let Some(stored) = store.subscription(&name).await?
             && stored.filter.clone().canonical() != filter
         {

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use eventhost_domain::StoreLimits;
 use eventhost_runtime::{
-    FileRules, LoadError, Runtime, Sidecar, SidecarError, read_plugin_file, read_sidecar,
+    FileRules, LoadError, Runtime, Sidecar, SidecarError, file_label, read_plugin_file,
+    read_sidecar,
 };
 
 use crate::Dispatchable;
@@ -86,11 +87,9 @@ pub(crate) async fn load_bytes(
     sinks: &SinkNames,
 ) -> Result<Dispatchable, PluginsError> {
     check_grants(&sidecar, sinks)?;
-    let label = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |name| name.to_string_lossy().into_owned(),
-    );
-    let mut plugin = runtime.load(&label, bytes, sidecar.limits).await?;
+    let mut plugin = runtime
+        .load(&file_label(path), bytes, sidecar.limits)
+        .await?;
     plugin.grant(sidecar.sinks);
     Ok(Dispatchable {
         handler: Arc::new(plugin),

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use eventhost_runtime::{
-    FileRules, LoadError, Runtime, Sidecar, parse_sidecar, read_plugin_file, sidecar_bytes,
+    FileRules, LoadError, Runtime, Sidecar, file_label, parse_sidecar, read_plugin_file,
+    sidecar_bytes,
 };
 use eventhost_store::{PluginRecord, PluginRecords, Store};
 
@@ -82,11 +83,7 @@ impl Registry {
                 let runtime = runtime.clone();
                 async move {
                     if let Ok(bytes) = read_plugin_file(&path, rules).await {
-                        let label = path.file_name().map_or_else(
-                            || path.display().to_string(),
-                            |name| name.to_string_lossy().into_owned(),
-                        );
-                        runtime.warm(&label, bytes).await;
+                        runtime.warm(&file_label(&path), bytes).await;
                     }
                     path
                 }
