@@ -8,7 +8,8 @@
 //! A notification is only a hint: any role may `NOTIFY eventhost`. Hints that arrive while
 //! the task looks are taken together, and hint-driven looks are at least [`HINT_GAP`] apart,
 //! so a flood of them costs one query at a time. While hints prove true, each wakes the
-//! subscriptions at once and the look follows (an append's latency does not wait for it);
+//! subscriptions at once and the look follows (an append's latency does not wait for it;
+//! a change the look sees wakes them again, see [`Watcher::look`]);
 //! once [`FALSE_ALARMS`] hints in one [`ALARM_WINDOW`] found nothing new, hints wake no one
 //! until their look confirms a change, for the rest of that window. So a flood of forged
 //! notifications reaches the subscriptions at most [`FALSE_ALARMS`] times a window. When a
@@ -232,7 +233,7 @@ impl Watcher {
             tokio::select! {
                 _ = shutdown.requested() => return,
                 _ = ticks.tick() => {
-                    self.look(true).await;
+                    self.look().await;
                     if !self.outages.is_down() {
                         self.held_back.check(&self.store).await;
                     }
@@ -244,7 +245,7 @@ impl Watcher {
                     self.signals.control();
                 }
                 () = sleep_until(recheck_at) => {
-                    recheck = match (self.look(true).await, recheck) {
+                    recheck = match (self.look().await, recheck) {
                         (false, Some((_, delay))) if delay < MAX_RECHECK_DELAY => {
                             Some((Instant::now() + delay * 2, delay * 2))
                         }
@@ -257,7 +258,7 @@ impl Watcher {
                         // Committed, but an older transaction may hold it back: wake at
                         // once, and look again until the look sees it.
                         self.signals.events();
-                        if !self.look(false).await {
+                        if !self.look().await {
                             let delay = Duration::from_millis(1);
                             recheck = Some((Instant::now() + delay, delay));
                         }
@@ -268,7 +269,7 @@ impl Watcher {
                         if trusted {
                             self.signals.events();
                         }
-                        recheck = if self.look(!trusted).await {
+                        recheck = if self.look().await {
                             None
                         } else {
                             if trusted {
@@ -285,7 +286,7 @@ impl Watcher {
                         debug!("listening again after a lost connection");
                         listen_failures = 0;
                         self.signals.control();
-                        self.look(false).await;
+                        self.look().await;
                     }
                     Heard::Disconnected => self.connection_lost(None).await,
                     Heard::Lost(error) => {
@@ -326,9 +327,14 @@ impl Watcher {
         }
     }
 
-    /// Reads the pulse and wakes the subscriptions if it changed (for a new head only when
-    /// `wake_for_events`: they may have been woken already); whether it changed.
-    async fn look(&mut self, wake_for_events: bool) -> bool {
+    /// Reads the pulse and wakes the subscriptions if it changed; whether it changed.
+    ///
+    /// It wakes them even when a hint woke them just before: they may have read before the
+    /// change this look sees (an older transaction held the events back, and ended between
+    /// their read and this look). The look records the change as seen, so without a wake-up
+    /// of its own they would wait for the next append. The cost is one more read per
+    /// subscription, on the way out of the batch the first wake-up brought in.
+    async fn look(&mut self) -> bool {
         let pulse = match self.store.pulse().await {
             Ok(pulse) => pulse,
             Err(error) => {
@@ -342,7 +348,7 @@ impl Watcher {
         let changed = pulse != self.last;
         if pulse.control != self.last.control {
             self.signals.control();
-        } else if changed && wake_for_events {
+        } else if changed {
             self.signals.events();
         }
         self.last = pulse;

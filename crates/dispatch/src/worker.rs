@@ -354,7 +354,7 @@ impl Worker {
         // outcome is unknown may have landed): forget its state.
         state_cache::lock(&self.cache).clear();
         if let StoreError::LeaseLost { .. } = error {
-            info!(subscription = %self.name, "this daemon's lease ended while a batch was in flight (it expired, or another daemon took it); its effects were dropped");
+            info!(subscription = %self.name, "lease lost while a batch was in flight (it expired, or another daemon took it): its effects were dropped, stopping the subscription here");
             self.lease_lost = true;
             return;
         }
