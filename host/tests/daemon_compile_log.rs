@@ -9,6 +9,7 @@
 mod daemon;
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use daemon::{Deployment, TestDatabase};
@@ -60,8 +61,25 @@ async fn a_small_plugin_starts_without_waiting_for_a_big_ones_compile() {
     deployment.install("plugins/counter.wasm", "counter.wasm");
     let mut daemon = deployment.start(&[]);
     daemon
+        .wait_for_log("plugin running", 1, Duration::from_secs(300))
+        .await;
+    // `plugins list` shows the interpreter plugin compiling while the counter runs.
+    let python_compiled = |log: String| {
+        log.lines()
+            .any(|line| line.contains("compiled the plugin in") && line.contains("a-python.wasm"))
+    };
+    let compiled_before = python_compiled(daemon.log());
+    let listed = status_of(&deployment).await;
+    let compiled_after = python_compiled(daemon.log());
+    assert_eq!(listed["counter.wasm"], "running", "{listed:?}");
+    if !compiled_before && !compiled_after {
+        assert_eq!(listed["a-python.wasm"], "compiling", "{listed:?}");
+    }
+    daemon
         .wait_for_log("plugin running", 2, Duration::from_secs(300))
         .await;
+    let listed = status_of(&deployment).await;
+    assert_eq!(listed["a-python.wasm"], "running", "{listed:?}");
     daemon.stop().await;
     let log = daemon.log();
     let line_of = |what: &str, file: &str| {
@@ -76,4 +94,45 @@ async fn a_small_plugin_starts_without_waiting_for_a_big_ones_compile() {
             && counter_running < python_compiled,
         "the counter runs while the Python plugin compiles:\n{log}"
     );
+}
+
+/// A daemon stopped while a plugin compiles records it `stopped`, not `compiling` for ever.
+#[tokio::test]
+async fn a_stop_during_a_compile_leaves_the_file_stopped() {
+    let database = TestDatabase::sqlite();
+    let mut deployment = Deployment::new(database.url());
+    deployment.own_cache();
+    deployment.install("plugins/order-totals-py.wasm", "order-totals-py.wasm");
+    let mut daemon = deployment.start(&[]);
+    daemon
+        .wait_for_log("compiling the plugin", 1, Duration::from_secs(120))
+        .await;
+    let listed = status_of(&deployment).await;
+    assert_eq!(listed["order-totals-py.wasm"], "compiling", "{listed:?}");
+    daemon.stop().await;
+    assert!(
+        !daemon.log().contains("compiled the plugin in"),
+        "the compile ended before the stop: {}",
+        daemon.log()
+    );
+    let listed = status_of(&deployment).await;
+    assert_eq!(listed["order-totals-py.wasm"], "stopped", "{listed:?}");
+}
+
+/// `plugins list --json`: each file's name (the last part of its path) and status.
+async fn status_of(deployment: &Deployment) -> BTreeMap<String, String> {
+    deployment
+        .cli_ok(&["plugins", "list", "--json"])
+        .await
+        .json_lines()
+        .into_iter()
+        .map(|record| {
+            let file = record["file"].as_str().unwrap_or_default();
+            let name = file.rsplit('/').next().unwrap_or(file).to_owned();
+            (
+                name,
+                record["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }

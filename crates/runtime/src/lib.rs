@@ -221,6 +221,15 @@ impl Runtime {
         drop(self.compile(label, bytes).await);
     }
 
+    /// Whether loading `bytes` compiles them: their code is not in the compile cache, or
+    /// there is no cache. A large plugin's first load takes seconds to minutes.
+    pub fn needs_compile(&self, bytes: &[u8]) -> bool {
+        self.shared
+            .cache
+            .as_ref()
+            .is_none_or(|cache| !cache.artifact_path(bytes).exists())
+    }
+
     /// [`compile`] on a blocking thread, off the async runtime's workers.
     async fn compile(
         &self,

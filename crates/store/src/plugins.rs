@@ -18,7 +18,10 @@ pub struct PluginRecord {
     /// SHA-256 of the file, hex.
     pub hash: String,
     pub loaded_at: DateTime<Utc>,
-    /// `running`, `rejected` (the old version, if any, still runs) or `removed`.
+    /// `compiling` (a first load, its code not yet in the compile cache: seconds to
+    /// minutes; the version that ran before, if any, runs meanwhile), `running`,
+    /// `rejected` (the old version, if any, still runs), `removed` or `stopped` (with the
+    /// daemon).
     pub status: String,
     pub error: Option<String>,
 }

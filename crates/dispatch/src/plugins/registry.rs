@@ -41,6 +41,9 @@ pub struct Registry {
     /// The sinks a sidecar may grant.
     sinks: SinkNames,
     files: HashMap<PathBuf, FileState>,
+    /// The records written `compiling` and not yet followed by the outcome: a stop
+    /// records them `stopped`.
+    compiling: HashMap<PathBuf, PluginRecord>,
     /// The daemon's shutdown: a load in progress (compiling, `describe`) is dropped for it.
     shutdown: Shutdown,
 }
@@ -61,6 +64,7 @@ impl Registry {
             rules,
             sinks,
             files: HashMap::new(),
+            compiling: HashMap::new(),
             shutdown,
         }
     }
@@ -77,8 +81,10 @@ impl Registry {
         dispatcher: &mut Dispatcher,
     ) -> Result<(), PluginsError> {
         let compiles = std::thread::available_parallelism().map_or(2, |cores| cores.get().max(2));
+        let files = plugin_files(dir)?;
+        self.note_compiling(&files).await;
         let (runtime, rules) = (self.runtime.clone(), self.rules);
-        let mut warmed = futures::stream::iter(plugin_files(dir)?)
+        let mut warmed = futures::stream::iter(files)
             .map(|path| {
                 let runtime = runtime.clone();
                 async move {
@@ -104,6 +110,39 @@ impl Registry {
             self.apply(&path, dispatcher).await;
         }
         Ok(())
+    }
+
+    /// Records as `compiling` each of `paths` whose code is not in the compile cache, for
+    /// `plugins list`: the first load of an interpreter plugin takes a minute. The record
+    /// keeps the plugin name last recorded running (or stopped) from the file: that record
+    /// is the file's claim to its plugin while it compiles (see [`Registry::owner_of`]).
+    async fn note_compiling(&mut self, paths: &[PathBuf]) {
+        let mut stored = None;
+        for path in paths {
+            let Ok(bytes) = read_plugin_file(path, self.rules).await else {
+                continue;
+            };
+            if !self.runtime.needs_compile(&bytes) {
+                continue;
+            }
+            let stored = match &stored {
+                Some(records) => records,
+                None => stored.insert(self.store.plugin_records().await.unwrap_or_else(|error| {
+                    warn!(%error, "cannot read the plugin records");
+                    Vec::new()
+                })),
+            };
+            let hash = format!("{:x}", Sha256::digest(&bytes));
+            let mut record = self.record_for(path, hash, "compiling", None);
+            if let Some(last) = stored.iter().find(|last| {
+                last.file == record.file
+                    && matches!(last.status.as_str(), "running" | "stopped" | "compiling")
+            }) {
+                record.name.clone_from(&last.name);
+                record.version.clone_from(&last.version);
+            }
+            self.write(record).await;
+        }
     }
 
     /// Brings the dispatcher in line with `path` as it is now on disk.
@@ -137,6 +176,9 @@ impl Registry {
         };
         let loaded = match sidecar {
             Ok(sidecar) => {
+                if self.runtime.needs_compile(&bytes) {
+                    self.record(path, hash.clone(), "compiling", None).await;
+                }
                 let mut shutdown = self.shutdown.clone();
                 tokio::select! {
                     loaded = load_bytes(&self.runtime, path, bytes, sidecar, &self.sinks) => loaded,
@@ -213,9 +255,13 @@ impl Registry {
             .seen = seen;
     }
 
-    /// Records every running plugin as `stopped`: the daemon is exiting. Rejected and
-    /// removed files keep their records.
+    /// Records every running plugin, and every file left compiling, as `stopped`: the
+    /// daemon is exiting. Rejected and removed files keep their records.
     pub async fn stop(&mut self) {
+        for mut record in std::mem::take(&mut self.compiling).into_values() {
+            record.status = "stopped".to_owned();
+            self.write(record).await;
+        }
         let running: Vec<(PathBuf, String)> = self
             .files
             .iter()
@@ -228,8 +274,8 @@ impl Registry {
     }
 
     /// The file other than `path` that `plugin` belongs to, if any: the file running it in
-    /// this process, or else the file recorded running it (or stopped with the daemon) that
-    /// is still in the folder. A plugin's durable identity (subscriptions, checkpoints, state)
+    /// this process, or else the file recorded running it (or stopped with the daemon, or
+    /// compiling its next start) that is still in the folder. A plugin's durable identity (subscriptions, checkpoints, state)
     /// thus stays with the file the operator first deployed it as, whatever order the files
     /// load in after a restart.
     async fn owner_of(&self, plugin: &str, path: &Path) -> Option<String> {
@@ -256,7 +302,7 @@ impl Registry {
             .find(|record| {
                 record.name.as_deref() == Some(plugin)
                     && record.file != file
-                    && matches!(record.status.as_str(), "running" | "stopped")
+                    && matches!(record.status.as_str(), "running" | "stopped" | "compiling")
                     && Path::new(&record.file).exists()
             })
             .map(|record| record.file)
@@ -311,9 +357,15 @@ impl Registry {
         }
     }
 
-    async fn write(&self, record: PluginRecord) {
+    async fn write(&mut self, record: PluginRecord) {
         if let Err(error) = self.store.record_plugin(&record).await {
             warn!(file = %record.file, %error, "cannot record the plugin's status");
+        }
+        let path = PathBuf::from(&record.file);
+        if record.status == "compiling" {
+            self.compiling.insert(path, record);
+        } else {
+            self.compiling.remove(&path);
         }
     }
 }
