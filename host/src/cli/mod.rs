@@ -6,6 +6,9 @@
 mod append;
 mod daemons;
 mod deliveries;
+#[cfg(test)]
+mod docs_commands;
+mod new;
 mod parked;
 mod plugins;
 mod read;
@@ -61,6 +64,8 @@ enum Command {
     Migrate,
     /// Run a plugin against events from a JSONL file, with no database, and print what it did.
     Test(test::TestArgs),
+    /// Write a new plugin project (Rust, Python or JavaScript) that builds and passes its tests.
+    New(new::NewArgs),
     /// Inspect plugin files; list the daemon's plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -131,6 +136,7 @@ async fn run(cli: Cli, database_named: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test(args) => test::run(args).await,
+        Command::New(args) => new::run(args),
         Command::Plugins(command) => {
             let named = database_named.then_some(cli.database_url.as_str());
             plugins::run(&cli.database_url, named, command).await
