@@ -119,8 +119,39 @@ async fn read_handles_a_closed_pipe_and_out_of_range_positions(database: TestDat
     }
 }
 
+/// `read` prints a payload as its compact JSON on either store (PostgreSQL's `jsonb` would
+/// print it with spaces), strings with spaces kept as they are.
+async fn read_prints_payloads_compact(database: TestDatabase) {
+    let deployment = Deployment::new(database.url());
+    deployment
+        .cli_ok(&[
+            "append",
+            "--aggregate-type",
+            "order",
+            "--aggregate-id",
+            "o-1",
+            "--event-type",
+            "order.noted",
+            "--payload",
+            r#"{"a": "x, y: z", "b": [1, 2.5, {"c": null}]}"#,
+        ])
+        .await;
+    let output = deployment.cli_ok(&["read", "all"]).await;
+    assert!(
+        output
+            .stdout
+            .contains(r#""payload":{"a":"x, y: z","b":[1,2.5,{"c":null}]}"#),
+        "{output}"
+    );
+}
+
 mod postgres {
     use super::*;
+
+    #[tokio::test]
+    async fn read_prints_payloads_compact() {
+        super::read_prints_payloads_compact(TestDatabase::postgres().await).await;
+    }
 
     #[tokio::test]
     async fn a_bad_line_writes_nothing_of_the_file() {
@@ -146,6 +177,11 @@ mod postgres {
 
 mod sqlite {
     use super::*;
+
+    #[tokio::test]
+    async fn read_prints_payloads_compact() {
+        super::read_prints_payloads_compact(TestDatabase::sqlite()).await;
+    }
 
     #[tokio::test]
     async fn a_bad_line_writes_nothing_of_the_file() {

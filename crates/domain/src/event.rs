@@ -172,6 +172,34 @@ impl Payload {
         self.0.get()
     }
 
+    /// The same JSON without whitespace between its tokens: PostgreSQL's `jsonb` prints
+    /// `{"a": 1, "b": [1, 2]}` where SQLite keeps `{"a":1,"b":[1,2]}`. Strings, numbers and
+    /// the order of keys stay byte for byte (parsing into a tree and printing again would
+    /// round numbers past 64 bits).
+    pub fn compacted(&self) -> Payload {
+        let text = self.as_str();
+        let mut out = Vec::with_capacity(text.len());
+        let (mut in_string, mut escaped) = (false, false);
+        for &byte in text.as_bytes() {
+            if in_string {
+                out.push(byte);
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+            } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                in_string = byte == b'"';
+                out.push(byte);
+            }
+        }
+        String::from_utf8(out)
+            .ok()
+            .and_then(|text| Payload::from_text(text).ok())
+            .unwrap_or_else(|| self.clone())
+    }
+
     /// The payload parsed.
     pub fn value(&self) -> Result<Value, serde_json::Error> {
         serde_json::from_str(self.as_str())
@@ -221,6 +249,19 @@ mod tests {
         assert_ne!(stored, json!({ "a": "x", "b": [2, 1] }));
         assert!(Payload::from_text("{oops".to_owned()).is_err());
         assert!(Payload::from_text("1 2".to_owned()).is_err());
+    }
+
+    #[test]
+    fn a_compacted_payload_keeps_strings_numbers_and_key_order() {
+        let spaced = r#"{"b": [1, 2.50, 12345678901234567890123], "a": "x y", "q": "say \"hi\", ok", "e": "\\", "z": {"k": " "}}"#;
+        let payload = Payload::from_text(spaced.to_owned()).unwrap();
+        assert_eq!(
+            payload.compacted().as_str(),
+            r#"{"b":[1,2.50,12345678901234567890123],"a":"x y","q":"say \"hi\", ok","e":"\\","z":{"k":" "}}"#
+        );
+        assert_eq!(payload.compacted(), payload);
+        let scalar = Payload::from_text(" \"a b\" ".to_owned()).unwrap();
+        assert_eq!(scalar.compacted().as_str(), "\"a b\"");
     }
 
     #[test]

@@ -50,11 +50,13 @@ pub async fn run(database_url: &str, args: ReadArgs) -> anyhow::Result<ExitCode>
             Scope::Stream { .. } => last.version,
             _ => last.position,
         };
-        for event in &page {
-            let line = serde_json::to_string(event).context("cannot encode an event")?;
+        remaining -= page.len();
+        for mut event in page {
+            // The same text on both stores: PostgreSQL prints `jsonb` with spaces.
+            event.payload = event.payload.compacted();
+            let line = serde_json::to_string(&event).context("cannot encode an event")?;
             writeln!(stdout, "{line}").context("cannot write to stdout")?;
         }
-        remaining -= page.len();
     }
     Ok(ExitCode::SUCCESS)
 }
