@@ -4,7 +4,10 @@
 //! A typo in a filter (`skus` for `sku`, `stock.sould`) is a valid filter: the subscription
 //! runs, receives nothing and shows lag 0. The daemon checks each subscription's names when it
 //! installs a plugin and says so in a warning, as `plugins check --database-url` does before a
-//! deploy.
+//! deploy; one [`NameCheck`] per plugin asks the store once per distinct name.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use eventhost_store::{Filter, NameKind, Store, StoreError};
 
@@ -34,38 +37,76 @@ impl std::fmt::Display for Unmatched {
     }
 }
 
-/// The names of `filter` that match no stored event, in the filter's order. None when the
-/// store holds no event yet: there is nothing to compare with.
-pub async fn unmatched(store: &Store, filter: &Filter) -> Result<Vec<Unmatched>, StoreError> {
-    if store
-        .stored_names(NameKind::AggregateType, 1)
-        .await?
-        .is_empty()
-    {
-        return Ok(Vec::new());
-    }
-    let mut misses = Vec::new();
-    for (kind, names) in [
-        (NameKind::AggregateType, &filter.aggregate_types),
-        (NameKind::EventType, &filter.event_types),
-    ] {
-        let mut stored = None;
-        for name in names {
-            if store.has_name(kind, name).await? {
-                continue;
-            }
-            let stored = match &mut stored {
-                Some(stored) => stored,
-                None => stored.insert(store.stored_names(kind, COMPARED).await?),
-            };
-            misses.push(Unmatched {
-                kind,
-                name: name.clone(),
-                closest: closest(name, stored),
-            });
+/// Checks filters against the stored names, remembering what it learned: the subscriptions
+/// of one plugin often ask for the same names, and each distinct name then costs one query,
+/// however many subscriptions ask for it.
+pub struct NameCheck<'a> {
+    store: &'a Store,
+    /// Whether the store holds any event, once asked.
+    empty: Option<bool>,
+    /// Whether a stored event has the name, per name asked about.
+    found: HashMap<(NameKind, String), bool>,
+    /// Up to [`COMPARED`] stored names of a kind, once a name of that kind was missing.
+    stored: HashMap<NameKind, Vec<String>>,
+}
+
+impl<'a> NameCheck<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Self {
+            store,
+            empty: None,
+            found: HashMap::new(),
+            stored: HashMap::new(),
         }
     }
-    Ok(misses)
+
+    /// The names of `filter` that match no stored event, in the filter's order. None when
+    /// the store holds no event yet: there is nothing to compare with.
+    pub async fn unmatched(&mut self, filter: &Filter) -> Result<Vec<Unmatched>, StoreError> {
+        let empty = match self.empty {
+            Some(empty) => empty,
+            None => {
+                let names = self.store.stored_names(NameKind::AggregateType, 1).await?;
+                *self.empty.insert(names.is_empty())
+            }
+        };
+        if empty {
+            return Ok(Vec::new());
+        }
+        let mut misses = Vec::new();
+        for (kind, names) in [
+            (NameKind::AggregateType, &filter.aggregate_types),
+            (NameKind::EventType, &filter.event_types),
+        ] {
+            for name in names {
+                if self.found(kind, name).await? {
+                    continue;
+                }
+                let stored = match self.stored.entry(kind) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        entry.insert(self.store.stored_names(kind, COMPARED).await?)
+                    }
+                };
+                misses.push(Unmatched {
+                    kind,
+                    name: name.clone(),
+                    closest: closest(name, stored),
+                });
+            }
+        }
+        Ok(misses)
+    }
+
+    async fn found(&mut self, kind: NameKind, name: &str) -> Result<bool, StoreError> {
+        let key = (kind, name.to_owned());
+        if let Some(found) = self.found.get(&key) {
+            return Ok(*found);
+        }
+        let found = self.store.has_name(kind, name).await?;
+        self.found.insert(key, found);
+        Ok(found)
+    }
 }
 
 /// The stored names within a few edits of `name`, closest first.

@@ -167,9 +167,10 @@ async fn warn_restarted(store: &Store, record: &SubscriptionRecord) {
 /// receives nothing, silently otherwise). Runs beside the install: a failed look-up only
 /// says so at debug level.
 async fn check_names(store: Store, records: Vec<SubscriptionRecord>) {
+    let mut check = filter_check::NameCheck::new(&store);
     for record in records {
         let name = &record.name;
-        match filter_check::unmatched(&store, &record.filter).await {
+        match check.unmatched(&record.filter).await {
             Ok(misses) => {
                 for miss in misses {
                     warn!(

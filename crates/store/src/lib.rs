@@ -126,7 +126,7 @@ impl Signal {
 }
 
 /// A column of names a subscription's filter matches events on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NameKind {
     AggregateType,
     EventType,

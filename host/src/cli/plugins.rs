@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use eventhost_dispatch::filter_check::unmatched;
+use eventhost_dispatch::filter_check::NameCheck;
 use eventhost_dispatch::filter_of;
 use eventhost_domain::StoreLimits;
 use eventhost_runtime::{
@@ -164,6 +164,7 @@ async fn check(args: CheckArgs, named_database: Option<&str>) -> anyhow::Result<
 async fn deploy_warnings(url: &str, info: &PluginInfo) -> anyhow::Result<Vec<String>> {
     let store = store::connect(url).await?;
     let mut warnings = Vec::new();
+    let mut names = NameCheck::new(&store);
     for spec in &info.subscriptions {
         let name = format!("{}.{}", info.name, spec.name);
         let filter = filter_of(spec);
@@ -184,7 +185,7 @@ async fn deploy_warnings(url: &str, info: &PluginInfo) -> anyhow::Result<Vec<Str
                  the subscription again {again}"
             ));
         }
-        for miss in unmatched(&store, &filter).await? {
+        for miss in names.unmatched(&filter).await? {
             warnings.push(format!(
                 "{name}: {miss}: the subscription would receive nothing of that name (a typo?)"
             ));
