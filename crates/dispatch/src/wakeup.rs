@@ -7,9 +7,11 @@
 //!
 //! A notification is only a hint: any role may `NOTIFY eventhost`. Hints that arrive while
 //! the task looks are taken together, and hint-driven looks are at least [`HINT_GAP`] apart,
-//! so a flood of them costs one query at a time. While hints prove true, each wakes the
-//! subscriptions at once and the look follows (an append's latency does not wait for it;
-//! a change the look sees wakes them again, see [`Watcher::look`]);
+//! so a flood of them costs one query at a time; hints that arrive while a look waits for
+//! its turn are answered by it. While hints prove true, a hint with no look pending wakes
+//! the subscriptions at once and the look follows (an append's latency waits neither for
+//! the look nor for the gap; a change the look sees wakes them again, see
+//! [`Watcher::look`]); this process's own appends always wake them at once;
 //! once [`FALSE_ALARMS`] hints in one [`ALARM_WINDOW`] found nothing new, hints wake no one
 //! until their look confirms a change, for the rest of that window. So a flood of forged
 //! notifications reaches the subscriptions at most [`FALSE_ALARMS`] times a window. When a
@@ -223,6 +225,11 @@ impl Watcher {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // After a hint that found nothing new: when to look again, and the delay after that.
         let mut recheck: Option<(Instant, Duration)> = None;
+        // The look hints asked for: when it may run (HINT_GAP after the last one), and
+        // whether a notification woke the subscriptions before it (it was a false alarm if
+        // the look finds nothing new).
+        let mut hinted: Option<Hinted> = None;
+        let mut last_hinted_look: Option<Instant> = None;
         // After the listener failed to connect: how many times in a row, and when to try
         // again (it is not listened to until then).
         let mut listen_failures = 0;
@@ -244,6 +251,19 @@ impl Watcher {
                     // everyone looks for themselves.
                     self.signals.control();
                 }
+                () = sleep_until(hinted.as_ref().map(|hinted| hinted.at)) => {
+                    let woke_on_notification = hinted.take().is_some_and(|h| h.woke_on_notification);
+                    last_hinted_look = Some(Instant::now());
+                    recheck = if self.look().await {
+                        None
+                    } else {
+                        if woke_on_notification {
+                            self.trust.false_alarm();
+                        }
+                        let delay = Duration::from_millis(1);
+                        Some((Instant::now() + delay, delay))
+                    };
+                }
                 () = sleep_until(recheck_at) => {
                     recheck = match (self.look().await, recheck) {
                         (false, Some((_, delay))) if delay < MAX_RECHECK_DELAY => {
@@ -256,29 +276,20 @@ impl Watcher {
                     Heard::Appended => self.signals.events(),
                     Heard::AppendedHere => {
                         // Committed, but an older transaction may hold it back: wake at
-                        // once, and look again until the look sees it.
+                        // once, and look (again until the look sees it).
                         self.signals.events();
-                        if !self.look().await {
-                            let delay = Duration::from_millis(1);
-                            recheck = Some((Instant::now() + delay, delay));
-                        }
-                        tokio::time::sleep(HINT_GAP).await;
+                        Hinted::ask(&mut hinted, last_hinted_look, false);
                     }
                     Heard::Hint => {
-                        let trusted = self.trust.hints_trusted();
-                        if trusted {
+                        // While a look is pending, it answers this hint too: one wake-up
+                        // per look at most, so forged notifications wake no one more
+                        // often than the looks that find them false.
+                        if hinted.is_none() && self.trust.hints_trusted() {
                             self.signals.events();
-                        }
-                        recheck = if self.look().await {
-                            None
+                            Hinted::ask(&mut hinted, last_hinted_look, true);
                         } else {
-                            if trusted {
-                                self.trust.false_alarm();
-                            }
-                            let delay = Duration::from_millis(1);
-                            Some((Instant::now() + delay, delay))
-                        };
-                        tokio::time::sleep(HINT_GAP).await;
+                            Hinted::ask(&mut hinted, last_hinted_look, false);
+                        }
                     }
                     Heard::Listening => {
                         // Notifications sent while it was away are lost: everyone looks
@@ -353,6 +364,28 @@ impl Watcher {
         }
         self.last = pulse;
         changed
+    }
+}
+
+/// A look that appends or notifications asked for.
+struct Hinted {
+    /// When it runs: at once, or [`HINT_GAP`] after the last such look.
+    at: Instant,
+    /// Whether a notification woke the subscriptions before it.
+    woke_on_notification: bool,
+}
+
+impl Hinted {
+    /// Asks for a look, unless one is pending; `woke_on_notification` when the asking
+    /// notification woke the subscriptions.
+    fn ask(pending: &mut Option<Hinted>, last: Option<Instant>, woke_on_notification: bool) {
+        let now = Instant::now();
+        let at = last.map_or(now, |last| (last + HINT_GAP).max(now));
+        let hinted = pending.get_or_insert(Hinted {
+            at,
+            woke_on_notification: false,
+        });
+        hinted.woke_on_notification |= woke_on_notification;
     }
 }
 
