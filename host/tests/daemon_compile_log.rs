@@ -119,16 +119,13 @@ async fn a_stop_during_a_compile_leaves_the_file_stopped() {
     assert_eq!(listed["order-totals-py.wasm"], "stopped", "{listed:?}");
 }
 
-/// `plugins list --json`: each file's name (the last part of its path) and status.
+/// Each plugin file's status, by file name.
 async fn status_of(deployment: &Deployment) -> BTreeMap<String, String> {
     deployment
-        .cli_ok(&["plugins", "list", "--json"])
+        .plugins()
         .await
-        .json_lines()
         .into_iter()
-        .map(|record| {
-            let file = record["file"].as_str().unwrap_or_default();
-            let name = file.rsplit('/').next().unwrap_or(file).to_owned();
+        .map(|(name, record)| {
             (
                 name,
                 record["status"].as_str().unwrap_or_default().to_owned(),

@@ -16,24 +16,6 @@ use serde_json::Value;
 
 const SECRET: &str = "root:$6$SECRET-HASH-DO-NOT-PRINT:19000:0:99999:7:::";
 
-/// `plugins list --json`, keyed by file name.
-async fn plugin_list(deployment: &Deployment) -> Vec<(String, Value)> {
-    deployment
-        .cli_ok(&["plugins", "list", "--json"])
-        .await
-        .json_lines()
-        .into_iter()
-        .map(|record| {
-            let file = record["file"].as_str().unwrap_or_default().to_owned();
-            let name = std::path::Path::new(&file)
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (name, record)
-        })
-        .collect()
-}
-
 fn status_of<'a>(list: &'a [(String, Value)], file: &str) -> &'a Value {
     &list
         .iter()
@@ -69,7 +51,7 @@ async fn hostile_files_in_the_plugins_folder_are_refused_without_harm() {
         .await;
     deployment.append_items(3).await;
     running.until_counted(&deployment, 3).await;
-    let list = plugin_list(&deployment).await;
+    let list = deployment.plugins().await;
     assert_eq!(status_of(&list, "counter.wasm")["status"], "running");
     for (file, why) in [
         ("fifo.wasm", "FIFO"),
@@ -96,7 +78,7 @@ async fn hostile_files_in_the_plugins_folder_are_refused_without_harm() {
     following
         .wait_for_log("plugin file rejected", 4, Duration::from_secs(30))
         .await;
-    let list = plugin_list(&deployment).await;
+    let list = deployment.plugins().await;
     let linked = status_of(&list, "linked.wasm")["error"]
         .as_str()
         .unwrap_or_default()
@@ -138,7 +120,7 @@ async fn a_second_file_cannot_take_a_running_plugins_identity_after_a_restart() 
     second
         .wait_for_log("plugin running", 1, Duration::from_secs(60))
         .await;
-    let list = plugin_list(&deployment).await;
+    let list = deployment.plugins().await;
     let impostor = status_of(&list, "aaa-impostor.wasm");
     assert_eq!(impostor["status"], "rejected", "{impostor}");
     let error = impostor["error"].as_str().unwrap_or_default();
@@ -157,7 +139,7 @@ async fn a_second_file_cannot_take_a_running_plugins_identity_after_a_restart() 
     third
         .wait_for_log("plugin running", 1, Duration::from_secs(60))
         .await;
-    let list = plugin_list(&deployment).await;
+    let list = deployment.plugins().await;
     assert_eq!(status_of(&list, "aaa-impostor.wasm")["status"], "running");
     third.stop().await;
 }

@@ -250,17 +250,12 @@ async fn assert_handled_by(store: &Store, ids: &[Uuid], release: Release, what: 
 
 /// The `plugins list --json` row of the plugin file.
 async fn plugin_row(deployment: &Deployment) -> Option<Value> {
-    let suffix = format!("/{PLUGIN_FILE}");
     deployment
-        .cli_ok(&["plugins", "list", "--json"])
+        .plugins()
         .await
-        .json_lines()
         .into_iter()
-        .find(|row| {
-            row["file"]
-                .as_str()
-                .is_some_and(|file| file.ends_with(&suffix))
-        })
+        .find(|(name, _)| name == PLUGIN_FILE)
+        .map(|(_, row)| row)
 }
 
 /// Waits until `plugins list --json` shows the plugin file with `status`, holding `bytes`,

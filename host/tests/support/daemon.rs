@@ -238,6 +238,23 @@ impl Deployment {
             .json_lines()
     }
 
+    /// `plugins list --json`, each record with its file's name (the last part of its path).
+    pub async fn plugins(&self) -> Vec<(String, serde_json::Value)> {
+        self.cli_ok(&["plugins", "list", "--json"])
+            .await
+            .json_lines()
+            .into_iter()
+            .map(|record| {
+                let file = record["file"].as_str().unwrap_or_default();
+                let name = Path::new(file)
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (name, record)
+            })
+            .collect()
+    }
+
     /// `parked list --json`, one JSON object per parked event.
     pub async fn parked(&self) -> Vec<serde_json::Value> {
         self.cli_ok(&["parked", "list", "--json"])
