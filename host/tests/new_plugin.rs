@@ -196,4 +196,31 @@ fn a_taken_folder_or_an_unknown_language_fails_with_one_clear_line() {
         stderr.contains("invalid value 'cobol'") && stderr.contains("javascript"),
         "{stderr}"
     );
+
+    // `new` has no use for a database: its help does not offer one, and one given is refused.
+    let help = Command::new(EVENTHOST)
+        .args(["new", "--help"])
+        .output()
+        .expect("run eventhost new --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--lang") && !help.contains("--database-url"),
+        "{help}"
+    );
+    let url = ["--database-url", "sqlite://x.db"];
+    let new = ["new", "stock", "--lang", "rust"];
+    for args in [[&url[..], &new[..]].concat(), [&new[..], &url[..]].concat()] {
+        let output = Command::new(EVENTHOST)
+            .args(&args)
+            .current_dir(root.path())
+            .output()
+            .expect("run eventhost new");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--database-url does not apply"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!root.path().join("stock").exists(), "nothing was written");
+    }
 }

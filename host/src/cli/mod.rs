@@ -97,11 +97,19 @@ pub fn main() -> ExitCode {
     // for the daemon, which a check of a file before a deploy must not touch unasked.
     let database_named =
         matches.value_source("database_url") == Some(clap::parser::ValueSource::CommandLine);
-    if database_named && matches!(cli.command, Command::Test(_)) {
-        return fail(&anyhow::anyhow!(
-            "eventhost test uses no database (it runs the plugin on an in-memory store): \
-             --database-url does not apply"
-        ));
+    if database_named {
+        let unused = match cli.command {
+            Command::Test(_) => {
+                Some("test uses no database (it runs the plugin on an in-memory store)")
+            }
+            Command::New(_) => Some("new writes a project and uses no database"),
+            _ => None,
+        };
+        if let Some(why) = unused {
+            return fail(&anyhow::anyhow!(
+                "eventhost {why}: --database-url does not apply"
+            ));
+        }
     }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {

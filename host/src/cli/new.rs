@@ -31,6 +31,10 @@ pub struct NewArgs {
     /// depends on by path [default: the checkout this binary was built from]
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
+    /// Shadows the global `--database-url`, which `new` has no use for: hidden from its
+    /// help (the command line refuses it when given).
+    #[arg(long, hide = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -383,6 +387,7 @@ mod tests {
             lang,
             dir: None,
             repo: None,
+            database_url: None,
         }
     }
 
