@@ -53,7 +53,11 @@ impl ArtifactCache {
 
     /// The artifact file for `wasm` under this engine.
     pub(crate) fn artifact_path(&self, wasm: &[u8]) -> PathBuf {
-        let digest = format!("{:x}", Sha256::digest(wasm));
+        self.artifact_path_of(&format!("{:x}", Sha256::digest(wasm)))
+    }
+
+    /// The artifact file for the component whose SHA-256 is `digest` (lowercase hex).
+    pub(crate) fn artifact_path_of(&self, digest: &str) -> PathBuf {
         self.dir
             .join(format!("{digest}-{}.cwasm", self.engine_digest))
     }

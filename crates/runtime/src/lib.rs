@@ -221,13 +221,16 @@ impl Runtime {
         drop(self.compile(label, bytes).await);
     }
 
-    /// Whether loading `bytes` compiles them: their code is not in the compile cache, or
-    /// there is no cache. A large plugin's first load takes seconds to minutes.
-    pub fn needs_compile(&self, bytes: &[u8]) -> bool {
+    /// Whether loading the plugin whose bytes have the SHA-256 `sha256` (lowercase hex, as
+    /// `plugins list` shows it) compiles them: their code is not in the compile cache, or
+    /// there is no cache. A large plugin's first load takes seconds to minutes. Taking the
+    /// digest the caller has already computed spares hashing the bytes (up to tens of MB)
+    /// twice.
+    pub fn needs_compile(&self, sha256: &str) -> bool {
         self.shared
             .cache
             .as_ref()
-            .is_none_or(|cache| !cache.artifact_path(bytes).exists())
+            .is_none_or(|cache| !cache.artifact_path_of(sha256).exists())
     }
 
     /// [`compile`] on a blocking thread, off the async runtime's workers.

@@ -122,7 +122,8 @@ impl Registry {
             let Ok(bytes) = read_plugin_file(path, self.rules).await else {
                 continue;
             };
-            if !self.runtime.needs_compile(&bytes) {
+            let hash = format!("{:x}", Sha256::digest(&bytes));
+            if !self.runtime.needs_compile(&hash) {
                 continue;
             }
             let stored = match &stored {
@@ -132,7 +133,6 @@ impl Registry {
                     Vec::new()
                 })),
             };
-            let hash = format!("{:x}", Sha256::digest(&bytes));
             let mut record = self.record_for(path, hash, "compiling", None);
             if let Some(last) = stored.iter().find(|last| {
                 last.file == record.file
@@ -176,7 +176,7 @@ impl Registry {
         };
         let loaded = match sidecar {
             Ok(sidecar) => {
-                if self.runtime.needs_compile(&bytes) {
+                if self.runtime.needs_compile(&hash) {
                     self.record(path, hash.clone(), "compiling", None).await;
                 }
                 let mut shutdown = self.shutdown.clone();
